@@ -1,0 +1,88 @@
+"""The padded batch that flows from the sample builder / collator into every ActBERT-family model.
+
+ActBERT's input (paper 3.2.1) is ``{[CLS], w1..wN, [SEP], a1..aL, [SEP], r1..rM, [SEP]}`` with a
+[SEP] between sentences and between the regions of different clips. The tangled transformer runs
+one stream per source, so the sequence is kept as three aligned streams:
+
+* text    ``Lt``: ``[CLS] w.. [SEP] w.. [SEP] ...`` (one sentence per clip)
+* action  ``La``: ``[ACT] x C, [SEP]``        (one action feature per clip)
+* region  ``Lr``: ``[REGION] x n_1, [SEP], [REGION] x n_2, [SEP], ...`` (regions of each clip's frame)
+
+Each position has a token id (words; or [ACT] / [REGION] / [SEP] / [PAD] in the visual streams),
+a position id (words: running index; actions: clip order; regions: one id per frame, shared by
+that frame's regions), and a segment id (the clip index, shared by the clip's words, action and
+regions). Visual features are zero at [SEP], padding and masked positions.
+
+Pretraining targets are optional; ``-100`` / ``False`` mark positions without a target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class ActBertBatch:
+    # text stream
+    input_ids: torch.Tensor  # [B, Lt] long
+    text_segment_ids: torch.Tensor  # [B, Lt] long
+    text_position_ids: torch.Tensor  # [B, Lt] long
+    text_mask: torch.Tensor  # [B, Lt] bool, True = real token
+    # action stream
+    action_token_ids: torch.Tensor  # [B, La] long ([ACT] / [SEP] / [PAD])
+    action_features: torch.Tensor  # [B, La, Da] float
+    action_segment_ids: torch.Tensor  # [B, La] long
+    action_position_ids: torch.Tensor  # [B, La] long
+    action_mask: torch.Tensor  # [B, La] bool
+    # region stream
+    region_token_ids: torch.Tensor  # [B, Lr] long ([REGION] / [SEP] / [PAD])
+    region_features: torch.Tensor  # [B, Lr, Dr] float
+    region_locations: torch.Tensor  # [B, Lr, 5] float (x1/W, y1/H, x2/W, y2/H, area fraction)
+    region_segment_ids: torch.Tensor  # [B, Lr] long
+    region_position_ids: torch.Tensor  # [B, Lr] long
+    region_mask: torch.Tensor  # [B, Lr] bool
+    # pretraining targets (None outside pretraining)
+    mlm_labels: torch.Tensor | None = None  # [B, Lt] long, -100 = no target
+    action_targets: torch.Tensor | None = None  # [B, La, V] float, L1-normalised verb distribution
+    action_target_mask: torch.Tensor | None = None  # [B, La] bool, True = masked action with a target
+    region_targets: torch.Tensor | None = None  # [B, Lr, K] float, detector class distribution
+    region_target_mask: torch.Tensor | None = None  # [B, Lr] bool, True = masked region
+    match_labels: torch.Tensor | None = None  # [B] float, 1 = text describes the video, 0 = negative
+    video_ids: list[str] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "ActBertBatch":
+        """A copy with every tensor moved to ``device``."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                changes[f.name] = value.to(device, non_blocking=non_blocking)
+        return dataclasses.replace(self, **changes)
+
+    def pin_memory(self) -> "ActBertBatch":
+        changes = {
+            f.name: getattr(self, f.name).pin_memory()
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **changes)
+
+    def select(self, index: torch.Tensor | slice) -> "ActBertBatch":
+        """Rows ``index`` of every tensor (and of ``video_ids``)."""
+        changes = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor):
+                changes[f.name] = value[index]
+        if isinstance(index, slice):
+            changes["video_ids"] = self.video_ids[index]
+        else:
+            changes["video_ids"] = [self.video_ids[i] for i in index.tolist()] if self.video_ids else []
+        return dataclasses.replace(self, **changes)
