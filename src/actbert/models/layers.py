@@ -71,11 +71,23 @@ class MultiHeadAttention(nn.Module):
     sequence axis, with their own keep mask ``extra_mask`` ``[B, Le]`` -- this is how the tangled
     transformer injects cross-modal context (ActBERT 3.2.2).
 
+    ``masked_value`` is the additive score for padded keys (default: the dtype's most negative
+    value; PaddleVideo's ActBERT uses -10000.0, see :func:`additive_attention_mask`).
+
     Returns the merged context ``[B, Lq, hidden]`` (before any output projection).
     """
 
-    def __init__(self, query_dim: int, kv_dim: int, hidden: int, num_heads: int, dropout: float = 0.0):
+    def __init__(
+        self,
+        query_dim: int,
+        kv_dim: int,
+        hidden: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        masked_value: float | None = None,
+    ):
         super().__init__()
+        self.masked_value = masked_value
         if hidden % num_heads:
             raise ValueError(f"attention width {hidden} is not divisible by {num_heads} heads")
         self.num_heads = num_heads
@@ -106,7 +118,7 @@ class MultiHeadAttention(nn.Module):
         q = split_heads(self.query(query_states), self.num_heads)
         k = split_heads(k, self.num_heads)
         v = split_heads(v, self.num_heads)
-        add_mask = additive_attention_mask(mask, q.dtype)
+        add_mask = additive_attention_mask(mask, q.dtype, self.masked_value)
         context = attend(q, k, v, add_mask, self.dropout if self.training else 0.0)
         return merge_heads(context)
 
@@ -151,9 +163,16 @@ class FeedForward(nn.Module):
 class SelfAttentionBlock(nn.Module):
     """BERT ``attention`` module: ``self`` (multi-head) + ``output`` (dense, residual, LayerNorm)."""
 
-    def __init__(self, hidden: int, num_heads: int, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(
+        self,
+        hidden: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        masked_value: float | None = None,
+    ):
         super().__init__()
-        self.self = MultiHeadAttention(hidden, hidden, hidden, num_heads, attention_dropout)
+        self.self = MultiHeadAttention(hidden, hidden, hidden, num_heads, attention_dropout, masked_value)
         self.output = ResidualOutput(hidden, hidden, dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, **extra_kv) -> torch.Tensor:
@@ -176,9 +195,10 @@ class TransformerLayer(nn.Module):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         activation: str = "gelu",
+        masked_value: float | None = None,
     ):
         super().__init__()
-        self.attention = SelfAttentionBlock(hidden, num_heads, dropout, attention_dropout)
+        self.attention = SelfAttentionBlock(hidden, num_heads, dropout, attention_dropout, masked_value)
         self.intermediate = Intermediate(hidden, intermediate, activation)
         self.output = ResidualOutput(intermediate, hidden, dropout)
 
