@@ -1,0 +1,7 @@
+"""The error every metric raises for unusable input (empty, NaN, wrong shape, index out of range)."""
+
+from __future__ import annotations
+
+
+class MetricInputError(ValueError):
+    """Metric input that has no meaningful score: names the argument and what is wrong."""
