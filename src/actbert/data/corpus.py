@@ -1,0 +1,278 @@
+"""Per-video pretraining corpus: clips from the feature store + their time-aligned narration tokens.
+
+A *clip* is one narration segment (architecture.md, "Clips"): the feature store holds, per video,
+``clip_times [C, 2]`` with one action feature and one verb-target row per clip, and region features
+for every 1 FPS frame. This module joins them with the narration text:
+
+* **text of a clip** -- the narration segments whose centre falls inside the clip (or, if none does,
+  the segment nearest to the clip centre when it overlaps the clip), in time order, tokenised with the
+  ActBERT tokenizer (word pieces only, no specials). When the store's clips *are* the narration
+  segments -- the normal case -- this is exactly one segment per clip.
+* **regions of a clip** -- the regions of the ``frames_per_clip`` 1 FPS frames nearest to the clip
+  centre (default 1: the single frame nearest the centre), in time order, each frame keeping at most
+  ``max_regions_per_frame`` regions (the store keeps a frame's regions in detector order, so the
+  first ones are the most confident).
+
+Bad input raises :class:`CorpusError` (a ``ValueError``) naming the store / narration file and the
+video id; :meth:`Corpus.check` lets a batch job skip such videos and report them instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+
+import numpy as np
+
+from actbert.utils.io import read_json
+
+
+class CorpusError(ValueError):
+    """A video that cannot be turned into pretraining clips (missing features, bad narration ...)."""
+
+
+class TextEncoder(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
+@dataclass
+class Narration:
+    """One video's narration segments (HowTo100M ``caption.json`` entry)."""
+
+    start: np.ndarray  # float64 [S]
+    end: np.ndarray  # float64 [S]
+    text: list[str]  # [S]
+
+
+@dataclass
+class VideoClips:
+    """Everything the sample builder needs from one video, aligned per clip.
+
+    ``C`` clips, ``P = frames_per_clip * max_regions_per_frame`` region slots per clip.
+    """
+
+    video_id: str
+    clip_times: np.ndarray  # float64 [C, 2]
+    tokens: list[list[int]]  # C lists of word-piece ids (no specials; may be empty)
+    action_features: np.ndarray  # float32 [C, Da]
+    action_targets: np.ndarray  # float32 [C, V] (all-zero row: no verb)
+    region_features: np.ndarray  # float32 [C, P, Dr]
+    region_locations: np.ndarray  # float32 [C, P, 5]
+    region_class_probs: np.ndarray  # float32 [C, P, K]
+    region_valid: np.ndarray  # bool [C, P] True = a real region
+    region_frame: np.ndarray  # int64 [C, P] frame slot (0..frames_per_clip-1) of each region
+
+    @property
+    def num_clips(self) -> int:
+        return int(self.clip_times.shape[0])
+
+
+def load_narrations(path: str | os.PathLike) -> dict[str, Narration]:
+    """Read a HowTo100M-style ``caption.json``: ``{video_id: {"start": [..], "end": [..], "text": [..]}}``."""
+    path = Path(path)
+    raw = read_json(path, "narration file")
+    if not isinstance(raw, Mapping):
+        raise CorpusError(f"{path}: expected a mapping video_id -> {{start, end, text}}")
+    out: dict[str, Narration] = {}
+    for video_id, entry in raw.items():
+        if not isinstance(entry, Mapping) or not all(k in entry for k in ("start", "end", "text")):
+            raise CorpusError(f"{path}: video {video_id!r}: expected keys 'start', 'end', 'text'")
+        start, end, text = entry["start"], entry["end"], entry["text"]
+        if not (len(start) == len(end) == len(text)):
+            raise CorpusError(
+                f"{path}: video {video_id!r}: 'start' ({len(start)}), 'end' ({len(end)}) and 'text' ({len(text)}) "
+                "must have the same length"
+            )
+        try:
+            s = np.asarray(start, dtype=np.float64)
+            e = np.asarray(end, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise CorpusError(f"{path}: video {video_id!r}: 'start'/'end' must be numbers") from exc
+        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(e))):
+            raise CorpusError(f"{path}: video {video_id!r}: 'start'/'end' contain NaN or infinity")
+        if np.any(e < s):
+            bad = int(np.nonzero(e < s)[0][0])
+            raise CorpusError(f"{path}: video {video_id!r}: segment {bad} ends ({e[bad]}) before it starts ({s[bad]})")
+        out[str(video_id)] = Narration(s, e, [str(t) for t in text])
+    return out
+
+
+def align_text_to_clips(clip_times: np.ndarray, narration: Narration) -> list[list[int]]:
+    """Indices of the narration segments that belong to each clip (see module docstring).
+
+    clip_times ``[C, 2]`` -> C lists of segment indices, each in time order.
+    """
+    centres = (narration.start + narration.end) / 2.0
+    order = np.argsort(narration.start, kind="stable")
+    out: list[list[int]] = []
+    for c_start, c_end in clip_times:
+        inside = [int(i) for i in order if c_start <= centres[i] <= c_end]
+        if not inside and len(centres):
+            # no segment centred in the clip: take the nearest one if it overlaps the clip at all
+            nearest = int(np.argmin(np.abs(centres - (c_start + c_end) / 2.0)))
+            if narration.start[nearest] < c_end and narration.end[nearest] > c_start:
+                inside = [nearest]
+        out.append(inside)
+    return out
+
+
+def nearest_frames(frame_times: np.ndarray, centre: float, count: int) -> np.ndarray:
+    """Indices of the ``count`` frames nearest to ``centre`` (ties: earlier frame), in time order."""
+    distance = np.abs(frame_times - centre)
+    chosen = np.argsort(distance, kind="stable")[:count]
+    return np.sort(chosen)
+
+
+class Corpus:
+    """Random access to :class:`VideoClips` by video id.
+
+    ``store`` is a :class:`actbert.data.store.FeatureStore` (or anything with ``schema``,
+    ``video_ids()``, ``__contains__`` and ``__getitem__``); ``narrations`` a path to
+    ``narrations.json`` or an already loaded mapping; ``tokenizer`` has ``encode(text)``.
+    Tokenised clips of the most recently used videos are cached (``cache_size`` videos).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        narrations: str | os.PathLike | Mapping[str, Narration],
+        tokenizer: TextEncoder,
+        video_ids: Iterable[str] | None = None,
+        frames_per_clip: int = 1,
+        max_regions_per_frame: int | None = None,
+        cache_size: int = 256,
+    ):
+        if frames_per_clip < 1:
+            raise CorpusError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
+        self.store = store
+        self.store_name = str(getattr(store, "root", store))
+        if isinstance(narrations, (str, os.PathLike)):
+            self.narrations_name = str(narrations)
+            self.narrations = load_narrations(narrations)
+        else:
+            self.narrations_name = "narrations"
+            self.narrations = dict(narrations)
+        self.tokenizer = tokenizer
+        self.frames_per_clip = int(frames_per_clip)
+        schema_regions = int(_schema_get(store.schema, "max_regions"))
+        self.max_regions_per_frame = schema_regions if max_regions_per_frame is None else min(int(max_regions_per_frame), schema_regions)
+        if self.max_regions_per_frame < 1:
+            raise CorpusError(f"max_regions_per_frame must be >= 1, got {max_regions_per_frame}")
+        self.video_ids = list(store.video_ids() if video_ids is None else video_ids)
+        self._cache: OrderedDict[str, VideoClips] = OrderedDict()
+        self._cache_size = cache_size
+
+    @property
+    def regions_per_clip(self) -> int:
+        return self.frames_per_clip * self.max_regions_per_frame
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    def __getitem__(self, video_id: str) -> VideoClips:
+        cached = self._cache.get(video_id)
+        if cached is not None:
+            self._cache.move_to_end(video_id)
+            return cached
+        clips = self._load(video_id)
+        self._cache[video_id] = clips
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return clips
+
+    def check(self) -> tuple[list[str], list[dict[str, str]]]:
+        """Load every video once: (usable ids, failures ``[{"video_id", "error"}]``)."""
+        good, failures = [], []
+        for video_id in self.video_ids:
+            try:
+                clips = self[video_id]
+                if clips.num_clips == 0:
+                    raise CorpusError(f"{self.store_name}: video {video_id!r} has no clips")
+            except (ValueError, KeyError, OSError) as exc:
+                failures.append({"video_id": video_id, "error": str(exc)})
+            else:
+                good.append(video_id)
+        return good, failures
+
+    def _load(self, video_id: str) -> VideoClips:
+        if video_id not in self.store:
+            raise CorpusError(f"{self.store_name}: video {video_id!r} is not in the feature store")
+        if video_id not in self.narrations:
+            raise CorpusError(f"{self.narrations_name}: video {video_id!r} has no narration")
+        feats = self.store[video_id]
+        where = f"{self.store_name}: video {video_id!r}"
+        clip_times = np.asarray(feats.clip_times, dtype=np.float64)
+        if clip_times.ndim != 2 or clip_times.shape[1] != 2:
+            raise CorpusError(f"{where}: field 'clip_times' has shape {clip_times.shape}, expected [C, 2]")
+        num_clips = clip_times.shape[0]
+        action_features = _finite(feats.action_features, where, "action_features", (num_clips, None))
+        action_targets = _finite(feats.action_targets, where, "action_targets", (num_clips, None))
+        frame_times = np.asarray(feats.frame_times, dtype=np.float64)
+        region_features = _finite(feats.region_features, where, "region_features", (len(frame_times), None, None))
+        region_locations = _finite(feats.region_locations, where, "region_locations", (len(frame_times), None, 5))
+        region_probs = _finite(feats.region_class_probs, where, "region_class_probs", (len(frame_times), None, None))
+        region_counts = np.asarray(feats.region_counts, dtype=np.int64)
+        if region_counts.shape != (len(frame_times),):
+            raise CorpusError(f"{where}: field 'region_counts' has shape {region_counts.shape}, expected [{len(frame_times)}]")
+        if num_clips and len(frame_times) == 0:
+            raise CorpusError(f"{where}: field 'frame_times' is empty, so clips have no regions")
+
+        narration = self.narrations[video_id]
+        segments = align_text_to_clips(clip_times, narration)
+        tokens = []
+        for seg in segments:
+            ids: list[int] = []
+            for i in seg:
+                ids.extend(self.tokenizer.encode(narration.text[i]))
+            tokens.append(ids)
+
+        fpc, rpf = self.frames_per_clip, self.max_regions_per_frame
+        rpf = min(rpf, region_features.shape[1])
+        P = fpc * self.max_regions_per_frame
+        dr, k = region_features.shape[2], region_probs.shape[2]
+        r_feat = np.zeros((num_clips, P, dr), np.float32)
+        r_loc = np.zeros((num_clips, P, 5), np.float32)
+        r_prob = np.zeros((num_clips, P, k), np.float32)
+        r_valid = np.zeros((num_clips, P), bool)
+        r_frame = np.zeros((num_clips, P), np.int64)
+        for c in range(num_clips):
+            frames = nearest_frames(frame_times, float(clip_times[c].mean()), fpc)
+            slot = 0
+            for j, f in enumerate(frames):
+                n = int(min(region_counts[f], rpf))
+                r_feat[c, slot : slot + n] = region_features[f, :n]
+                r_loc[c, slot : slot + n] = region_locations[f, :n]
+                r_prob[c, slot : slot + n] = region_probs[f, :n]
+                r_valid[c, slot : slot + n] = True
+                r_frame[c, slot : slot + n] = j
+                slot += n
+        return VideoClips(
+            video_id=video_id,
+            clip_times=clip_times,
+            tokens=tokens,
+            action_features=action_features,
+            action_targets=action_targets,
+            region_features=r_feat,
+            region_locations=r_loc,
+            region_class_probs=r_prob,
+            region_valid=r_valid,
+            region_frame=r_frame,
+        )
+
+
+def _schema_get(schema: Any, key: str) -> Any:
+    return schema[key] if isinstance(schema, Mapping) else getattr(schema, key)
+
+
+def _finite(array: Any, where: str, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``array`` as float32, checked for the expected rank/leading sizes and for NaN/inf."""
+    out = np.asarray(array, dtype=np.float32)
+    if out.ndim != len(shape) or any(s is not None and s != o for s, o in zip(shape, out.shape)):
+        want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
+        raise CorpusError(f"{where}: field {name!r} has shape {list(out.shape)}, expected {want}")
+    if not np.all(np.isfinite(out)):
+        raise CorpusError(f"{where}: field {name!r} contains NaN or infinity")
+    return out

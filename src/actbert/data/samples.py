@@ -1,0 +1,278 @@
+"""Pretraining samples: a window of adjacent clips of one video + their narration (paper 4.1).
+
+One :class:`Sample` is one row of an :class:`actbert.data.batch.ActBertBatch` before padding::
+
+    text    [CLS] s_1 [SEP] s_2 [SEP] ... s_n [SEP]            segment id of s_i and its [SEP] = i-1
+    action  [ACT]_1 ... [ACT]_n [SEP]                          ([CLS] has segment 0)
+    region  [REGION] x m_1 [SEP] [REGION] x m_2 [SEP] ...      m_i = regions of clip i's frame(s)
+
+Position ids: text = running index 0..Lt-1; action = clip order 0..n-1 (the closing [SEP] gets n);
+regions = frame order within the window (clip i, frame slot j -> i * frames_per_clip + j), shared by
+that frame's regions; a region [SEP] takes the id of the frame it closes. Segment id = clip index in
+every stream. Visual features are zero at [SEP] (and, after masking, at masked positions).
+
+**Truncation** (``max_text_len``): while the text is too long, drop the last word piece of the
+currently longest sentence (ties: the later sentence), so short sentences survive intact; a
+sentence is never cut below one word piece. ``max_text_len`` must leave room for
+``[CLS]`` + one word piece and one ``[SEP]`` per clip (checked up front). Regions are limited per
+frame by the corpus (``max_regions_per_frame``), so the region stream is at most
+``n * (regions_per_clip + 1)`` long.
+
+**Determinism**: every random choice for dataset index ``i`` in epoch ``e`` (window start,
+negative or not, the negative's video and window, all masking) comes from
+``numpy.random.default_rng([seed, e, i])``, so a sample does not depend on which DataLoader
+worker builds it, on the worker count, or on whether the run was resumed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from actbert.data.corpus import Corpus, CorpusError, VideoClips
+from actbert.data.masking import MaskingConfig, mask_sample
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    mask_id: int
+    act_id: int
+    region_id: int
+    vocab_size: int
+    extra_special_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> "SpecialTokens":
+        extra = tuple(int(i) for i in getattr(tokenizer, "all_special_ids", ()) or ())
+        return cls(
+            cls_id=int(tokenizer.cls_id),
+            sep_id=int(tokenizer.sep_id),
+            pad_id=int(tokenizer.pad_id),
+            mask_id=int(tokenizer.mask_id),
+            act_id=int(tokenizer.act_id),
+            region_id=int(tokenizer.region_id),
+            vocab_size=int(tokenizer.vocab_size),
+            extra_special_ids=extra,
+        )
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {self.cls_id, self.sep_id, self.pad_id, self.mask_id, self.act_id, self.region_id, *self.extra_special_ids}
+
+
+@dataclass
+class Sample:
+    """One unpadded pretraining row (numpy). Lengths ``Lt``, ``La``, ``Lr``."""
+
+    video_id: str
+    input_ids: np.ndarray  # int64 [Lt]
+    text_segment_ids: np.ndarray  # int64 [Lt]
+    text_position_ids: np.ndarray  # int64 [Lt]
+    text_special: np.ndarray  # bool [Lt] True at [CLS]/[SEP] (never masked)
+    action_token_ids: np.ndarray  # int64 [La]
+    action_features: np.ndarray  # float32 [La, Da]
+    action_segment_ids: np.ndarray  # int64 [La]
+    action_position_ids: np.ndarray  # int64 [La]
+    action_targets: np.ndarray  # float32 [La, V]
+    region_token_ids: np.ndarray  # int64 [Lr]
+    region_features: np.ndarray  # float32 [Lr, Dr]
+    region_locations: np.ndarray  # float32 [Lr, 5]
+    region_segment_ids: np.ndarray  # int64 [Lr]
+    region_position_ids: np.ndarray  # int64 [Lr]
+    region_targets: np.ndarray  # float32 [Lr, K]
+    match_label: float = 1.0
+    text_video_id: str = ""  # the video the text came from (differs for negatives)
+    # filled by masking (all "no target" until then)
+    mlm_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # int64 [Lt], -100 = none
+    action_target_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool [La]
+    region_target_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool [Lr]
+
+    @property
+    def lengths(self) -> tuple[int, int, int]:
+        return len(self.input_ids), len(self.action_token_ids), len(self.region_token_ids)
+
+
+def truncate_sentences(lengths: list[int], budget: int) -> list[int]:
+    """New sentence lengths with ``sum <= budget``: trim the longest first, never below 1 (0 stays 0)."""
+    out = list(lengths)
+    floor = [min(1, n) for n in out]
+    if sum(floor) > budget:
+        raise ValueError(f"{len(out)} sentences need at least {sum(floor)} word pieces, budget is {budget}")
+    excess = sum(out) - budget
+    while excess > 0:
+        longest = max(out)
+        # the later of the longest sentences loses a word piece
+        i = len(out) - 1 - out[::-1].index(longest)
+        out[i] -= 1
+        excess -= 1
+    return out
+
+
+class SampleBuilder:
+    """Turns a window of a video's clips (and optionally another video's text) into a :class:`Sample`."""
+
+    def __init__(self, corpus: Corpus, specials: SpecialTokens, clips_per_sample: int = 10, max_text_len: int = 256):
+        if clips_per_sample < 1:
+            raise ValueError(f"clips_per_sample must be >= 1, got {clips_per_sample}")
+        if max_text_len < 1 + 2 * clips_per_sample:
+            raise ValueError(
+                f"max_text_len={max_text_len} cannot hold [CLS] + one word piece and [SEP] for each of "
+                f"{clips_per_sample} clips (needs >= {1 + 2 * clips_per_sample})"
+            )
+        self.corpus = corpus
+        self.specials = specials
+        self.clips_per_sample = clips_per_sample
+        self.max_text_len = max_text_len
+
+    def window_size(self, clips: VideoClips) -> int:
+        return min(self.clips_per_sample, clips.num_clips)
+
+    def random_window(self, clips: VideoClips, rng: np.random.Generator, size: int | None = None) -> tuple[int, int]:
+        """(start, size) of a random window of adjacent clips."""
+        n = self.window_size(clips) if size is None else min(size, clips.num_clips)
+        if n == 0:
+            raise CorpusError(f"{self.corpus.store_name}: video {clips.video_id!r} has no clips")
+        start = int(rng.integers(0, clips.num_clips - n + 1))
+        return start, n
+
+    def text_stream(self, sentences: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``[CLS] s1 [SEP] s2 [SEP] ...`` -> (ids, segment ids, special flags), each ``[Lt]``."""
+        sp = self.specials
+        budget = self.max_text_len - 1 - len(sentences)
+        lengths = truncate_sentences([len(s) for s in sentences], budget)
+        ids, seg, special = [sp.cls_id], [0], [True]
+        for i, (sent, n) in enumerate(zip(sentences, lengths)):
+            ids.extend(sent[:n])
+            ids.append(sp.sep_id)
+            seg.extend([i] * (n + 1))
+            special.extend([False] * n + [True])
+        return np.asarray(ids, np.int64), np.asarray(seg, np.int64), np.asarray(special, bool)
+
+    def build(
+        self,
+        clips: VideoClips,
+        start: int,
+        size: int,
+        text_from: tuple[VideoClips, int, int] | None = None,
+    ) -> Sample:
+        """Clips ``start .. start+size-1`` of ``clips``; text from ``text_from=(video, start, size)`` if given."""
+        sp = self.specials
+        window = slice(start, start + size)
+        text_clips, t_start, t_size = text_from if text_from is not None else (clips, start, size)
+        sentences = text_clips.tokens[t_start : t_start + t_size]
+        input_ids, text_seg, text_special = self.text_stream(sentences)
+
+        # action stream: one [ACT] per clip + [SEP]
+        a_feat = clips.action_features[window]
+        da, v = a_feat.shape[1], clips.action_targets.shape[1]
+        action_features = np.concatenate([a_feat, np.zeros((1, da), np.float32)])
+        action_targets = np.concatenate([clips.action_targets[window], np.zeros((1, v), np.float32)])
+        action_ids = np.asarray([sp.act_id] * size + [sp.sep_id], np.int64)
+        action_seg = np.asarray(list(range(size)) + [size - 1], np.int64)
+        action_pos = np.arange(size + 1, dtype=np.int64)
+
+        # region stream: the valid regions of each clip's frame(s), then [SEP]
+        fpc = self.corpus.frames_per_clip
+        dr, k = clips.region_features.shape[2], clips.region_class_probs.shape[2]
+        r_ids, r_seg, r_pos, r_feat, r_loc, r_tgt = [], [], [], [], [], []
+        for i, c in enumerate(range(start, start + size)):
+            valid = clips.region_valid[c]
+            n = int(valid.sum())
+            frames = clips.region_frame[c][valid]
+            r_ids.extend([sp.region_id] * n + [sp.sep_id])
+            r_seg.extend([i] * (n + 1))
+            last_frame = int(frames[-1]) if n else fpc - 1
+            r_pos.extend((i * fpc + frames).tolist() + [i * fpc + last_frame])
+            r_feat.append(clips.region_features[c][valid])
+            r_feat.append(np.zeros((1, dr), np.float32))
+            r_loc.append(clips.region_locations[c][valid])
+            r_loc.append(np.zeros((1, 5), np.float32))
+            r_tgt.append(clips.region_class_probs[c][valid])
+            r_tgt.append(np.zeros((1, k), np.float32))
+
+        lt, la, lr = len(input_ids), size + 1, len(r_ids)
+        return Sample(
+            video_id=clips.video_id,
+            input_ids=input_ids,
+            text_segment_ids=text_seg,
+            text_position_ids=np.arange(lt, dtype=np.int64),
+            text_special=text_special,
+            action_token_ids=action_ids,
+            action_features=action_features.astype(np.float32, copy=True),
+            action_segment_ids=action_seg,
+            action_position_ids=action_pos,
+            action_targets=action_targets.astype(np.float32, copy=False),
+            region_token_ids=np.asarray(r_ids, np.int64),
+            region_features=np.concatenate(r_feat).astype(np.float32, copy=False),
+            region_locations=np.concatenate(r_loc).astype(np.float32, copy=False),
+            region_segment_ids=np.asarray(r_seg, np.int64),
+            region_position_ids=np.asarray(r_pos, np.int64),
+            region_targets=np.concatenate(r_tgt).astype(np.float32, copy=False),
+            match_label=1.0 if text_from is None else 0.0,
+            text_video_id=text_clips.video_id,
+            mlm_labels=np.full(lt, -100, np.int64),
+            action_target_mask=np.zeros(la, bool),
+            region_target_mask=np.zeros(lr, bool),
+        )
+
+
+class PretrainDataset(torch.utils.data.Dataset):
+    """Map-style dataset of masked pretraining samples, ``samples_per_video`` per video and epoch.
+
+    Item ``i`` uses video ``video_ids[i % num_videos]``; all randomness comes from
+    ``default_rng([seed, epoch, i])`` (see module docstring). Call :meth:`set_epoch` before
+    creating each epoch's DataLoader iterator (workers copy the dataset when the iterator starts).
+    With probability ``masking.negative_probability`` the text is replaced by the text of a
+    random window of another video (match label 0).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        builder: SampleBuilder,
+        masking: MaskingConfig,
+        seed: int = 0,
+        samples_per_video: int = 1,
+        video_ids: list[str] | None = None,
+    ):
+        self.corpus = corpus
+        self.builder = builder
+        self.masking = masking
+        self.seed = int(seed)
+        self.samples_per_video = int(samples_per_video)
+        self.video_ids = list(corpus.video_ids if video_ids is None else video_ids)
+        if not self.video_ids:
+            raise CorpusError(f"{corpus.store_name}: no videos to build pretraining samples from")
+        if masking.negative_probability > 0 and len(self.video_ids) < 2:
+            raise CorpusError(f"{corpus.store_name}: negatives need at least 2 videos, found {len(self.video_ids)}")
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.video_ids) * self.samples_per_video
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def __getitem__(self, index: int) -> Sample:
+        rng = self.rng(index)
+        clips = self.corpus[self.video_ids[index % len(self.video_ids)]]
+        start, size = self.builder.random_window(clips, rng)
+        text_from = None
+        if rng.random() < self.masking.negative_probability:
+            other = int(rng.integers(0, len(self.video_ids) - 1))
+            if other >= index % len(self.video_ids):
+                other += 1  # any video but this one
+            neg = self.corpus[self.video_ids[other]]
+            n_start, n_size = self.builder.random_window(neg, rng, size)
+            text_from = (neg, n_start, n_size)
+        sample = self.builder.build(clips, start, size, text_from)
+        return mask_sample(sample, rng, self.masking, self.builder.specials)
