@@ -13,6 +13,11 @@ a position id (words: running index; actions: clip order; regions: one id per fr
 that frame's regions), and a segment id (the clip index, shared by the clip's words, action and
 regions). Visual features are zero at [SEP], padding and masked positions.
 
+Token ids in the visual streams are the tokenizer's ids (``act_id``, ``region_id``, ``sep_id``,
+``pad_id``); ``ActBertModel`` maps exactly these four ids (config ``act_token_id``,
+``region_token_id``, ``sep_token_id``, ``pad_token_id``) onto its own 4-entry visual token table
+``[PAD], [SEP], [ACT], [REGION]`` in the visual width; any other id in a visual stream is an error.
+
 Pretraining targets are optional; ``-100`` / ``False`` mark positions without a target.
 """
 
