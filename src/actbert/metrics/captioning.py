@@ -140,7 +140,14 @@ def _meteor(gts, res, timeout_s: float) -> tuple[float | None, str | None]:
     except Exception as exc:
         return None, f"METEOR not computed: could not start METEOR ({exc})"
     # a hung JVM must not hang the evaluation: killing it makes the pending read return EOF
-    watchdog = threading.Timer(timeout_s, scorer.meteor_p.kill)
+    timed_out = threading.Event()
+
+    def expire() -> None:
+        timed_out.set()
+        scorer.meteor_p.kill()
+
+    watchdog = threading.Timer(timeout_s, expire)
+    watchdog.daemon = True
     watchdog.start()
     try:
         # METEOR's stdio protocol cannot take an empty hypothesis; one placeholder token scores ~0
@@ -150,7 +157,7 @@ def _meteor(gts, res, timeout_s: float) -> tuple[float | None, str | None]:
             raise ValueError(f"non-finite score {score}")
         return float(score), None
     except Exception as exc:
-        reason = "timed out" if not watchdog.is_alive() and watchdog.finished.is_set() else f"failed ({exc!r})"
+        reason = f"timed out after {timeout_s:g} s" if timed_out.is_set() else f"failed ({exc!r})"
         return None, f"METEOR not computed: the METEOR process {reason}"
     finally:
         watchdog.cancel()
