@@ -226,6 +226,17 @@ def test_convert_paddle_cli_writes_from_pretrained_folder(tmp_path):
         model.bert.embeddings.word_embeddings.weight.detach().numpy(), ref["cls.predictions.decoder_weight"]
     )
 
+    # The loaded folder reproduces the Paddle reference outputs.
+    with np.load(FIXTURE / "inputs.npz") as inputs, np.load(FIXTURE / "outputs.npz") as outputs:
+        order = json.loads((FIXTURE / "config.json").read_text())["forward_argument_order"]
+        with torch.no_grad():
+            scores = model(*[torch.from_numpy(inputs[k]) for k in order])
+        np.testing.assert_allclose(scores.seq_relationship_score.numpy(), outputs["seq_relationship_score"], atol=1e-4)
+        np.testing.assert_allclose(scores.prediction_scores_t.numpy(), outputs["prediction_scores_t"], atol=1e-4)
+    again = PaddleVideoActBert.from_pretrained(out)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
     # Bad input: a wrong head count is refused with a message naming the field, exit code 1.
     assert main(["convert-paddle", str(FIXTURE / "weights.npz"), str(tmp_path / "bad"), "--bi-num-attention-heads", "3"]) == 1
     assert not (tmp_path / "bad" / "model.safetensors").exists()

@@ -48,6 +48,7 @@ from actbert.models.layers import (
     merge_heads,
     split_heads,
 )
+from actbert.models.pretrained import PretrainedModelMixin
 
 # PaddleVideo adds (1 - mask) * -10000 to attention scores.
 PADDLE_MASKED_VALUE = -10000.0
@@ -511,7 +512,7 @@ class PaddleVideoOutput(NamedTuple):
     seq_relationship_score: torch.Tensor  # [B, 2]; class 0 = matched
 
 
-class PaddleVideoActBert(nn.Module):
+class PaddleVideoActBert(PretrainedModelMixin, nn.Module):
     """PaddleVideo's ``BertForMultiModalPreTraining`` in PyTorch.
 
     ``forward`` takes the upstream inputs in the upstream order:
@@ -520,6 +521,9 @@ class PaddleVideoActBert(nn.Module):
     ``text_mask [B, Lt]``, ``image_mask [B, Lv]``, ``action_mask [B, La]`` (1 = real).
     Pass a dict as ``capture`` to receive the intermediate activations under the names of the
     reference fixture's ``intermediates.npz`` (debugging).
+
+    ``save_pretrained(dir)`` / ``PaddleVideoActBert.from_pretrained(dir)`` come from
+    :class:`~actbert.models.pretrained.PretrainedModelMixin`.
     """
 
     config_class = PaddleVideoActBertConfig
