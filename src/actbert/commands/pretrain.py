@@ -1,0 +1,37 @@
+"""``actbert pretrain``: ActBERT pretraining on a feature store + narrations (or random features)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+HELP = "pretrain ActBERT (four tasks) from a preset; torchrun for several processes/nodes"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None,
+                        help="preset YAML (configs/tiny|small|base.yaml, or just tiny|small|base); "
+                             "with --resume defaults to RUN_DIR/config.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set optim.lr=1e-4 --set data.random=true (repeatable)")
+    parser.add_argument("--out", default="runs/pretrain", help="run folder: checkpoints, metrics.jsonl/png, model/")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR's latest checkpoint")
+
+
+def run(args: argparse.Namespace) -> int:
+    from actbert.train.config import load_pretrain_config
+    from actbert.train.loop import train
+
+    config_path = args.config
+    if config_path is None:
+        saved = Path(args.out) / "config.yaml"
+        if not (args.resume and saved.exists()):
+            raise SystemExit("actbert pretrain: --config is required (or --resume with an existing RUN_DIR/config.yaml)")
+        config_path = saved
+    cfg = load_pretrain_config(config_path, args.overrides)
+    summary = train(cfg, args.out, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: summary[k] for k in ("steps", "interrupted", "first", "last", "model_dir")}, indent=1))
+    return 0

