@@ -402,3 +402,52 @@ def test_crosstask_tasks_malformed(tmp_path):
     release = make_release(tmp_path / "r")
     write(release / "videos.csv", "23521\n")
     assert_reader_error(lambda p: read_crosstask(p), release, "videos.csv", "line 1", "expected 2 or 3 fields")
+
+
+# ---------------------------------------------------------------------------------------------
+# the synthetic benchmark writes the same formats: every reader accepts its files
+
+
+@pytest.fixture(scope="module")
+def synthetic_annotations(request, tmp_path_factory) -> Path:
+    try:
+        root = request.getfixturevalue("synth_tiny")  # shared session fixture (tests/conftest.py)
+        root = Path(getattr(root, "root", root))
+    except (pytest.FixtureLookupError, TypeError):
+        from actbert.data.synth.generate import generate_benchmark
+
+        root = tmp_path_factory.mktemp("synth_tiny")
+        generate_benchmark("tiny", 0, root, progress=False)
+    return root
+
+
+def test_readers_accept_the_synthetic_benchmark(synthetic_annotations):
+    root = synthetic_annotations
+    ann = root / "annotations"
+    video_ids = {p.stem for p in (root / "videos").glob("*.mp4")}
+    youcook = read_youcook2(ann / "youcook2" / "youcookii_annotations_trainval.json")
+    assert youcook and {v.subset for v in youcook} <= {"training", "validation"}
+    pairs = read_jsfusion_test(ann / "msrvtt" / "MSRVTT_JSFUSION_test.csv")
+    train_ids = read_train_ids(ann / "msrvtt" / "MSRVTT_train.9k.csv")
+    data = read_msrvtt_data(ann / "msrvtt" / "MSRVTT_data.json")
+    choices = read_multiple_choice(ann / "msrvtt" / "MSR_MC_test.csv")
+    blanks = read_fill_in_blank(ann / "lsmdc" / "LSMDC16_FIB_test.csv")
+    coin = read_coin(ann / "coin" / "COIN.json")
+    crosstask = read_crosstask(ann / "crosstask" / "crosstask_release")
+    used = (
+        {v.video_id for v in youcook}
+        | {p.video_id for p in pairs}
+        | set(train_ids)
+        | set(data.videos)
+        | {c.video_id for c in choices}
+        | {b.video_id for b in blanks}
+        | {v.video_id for v in coin}
+        | {v.video_id for v in crosstask.videos}
+    )
+    assert used <= video_ids, sorted(used - video_ids)[:5]
+    assert {p.video_id for p in pairs} <= set(data.videos) and not set(train_ids) & {p.video_id for p in pairs}
+    assert all(len(c.candidates) == 5 for c in choices)
+    assert crosstask.annotations and not crosstask.unannotated
+    for annotation in crosstask.annotations.values():
+        steps = crosstask.tasks[annotation.task_id].steps
+        assert all(0 <= step < len(steps) for step, _, _ in annotation.steps)
