@@ -1,0 +1,73 @@
+"""``actbert extract``: videos + narrations -> feature store (action and region features)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "extract action features (3D CNN) and region features (detector or given boxes) into a feature store"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None, help="benchmark folder (videos/, narrations.json, objects.json)")
+    parser.add_argument("--videos", default=None, help="videos folder (default: DATA/videos)")
+    parser.add_argument("--narrations", default=None, help="caption.json-style narrations (default: DATA/narrations.json)")
+    parser.add_argument("--store", required=True, help="feature store folder to write into")
+    parser.add_argument("--action-encoder", required=True, help="folder written by train-action-encoder")
+    parser.add_argument("--regions", choices=("given", "detector"), default="given",
+                        help="given: boxes from objects.json + object classifier; detector: Faster R-CNN (COCO)")
+    parser.add_argument("--objects", default=None, help="objects.json with given boxes (default: DATA/objects.json)")
+    parser.add_argument("--object-classifier", default=None, help="file written by train-object-classifier (--regions given)")
+    parser.add_argument("--detector-weights", default=None,
+                        help="fasterrcnn_resnet50_fpn COCO state dict (.pth or .safetensors); default: torchvision's cache. "
+                        "Never downloaded (see docs/extraction.md)")
+    parser.add_argument("--detector-random-init", action="store_true",
+                        help="untrained detector (throughput checks only: its regions are meaningless)")
+    parser.add_argument("--detector-min-size", type=int, default=None, help="detector input short side (torchvision default 800)")
+    parser.add_argument("--score-threshold", type=float, default=0.4, help="detector confidence threshold")
+    parser.add_argument("--max-regions", type=int, default=5, help="regions kept per frame")
+    parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of features")
+    parser.add_argument("--shard", default="0/1", help="i/n: this worker's share of the sorted video ids")
+    parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from actbert.utils.io import read_json
+    from actbert.video.action_encoder import load_action_encoder
+    from actbert.video.extract import extract_videos, parse_shard
+
+    data = Path(args.data) if args.data else None
+    videos = Path(args.videos) if args.videos else (data / "videos" if data else None)
+    if videos is None:
+        raise ValueError("extract: give --data or --videos")
+    narrations = Path(args.narrations) if args.narrations else (data / "narrations.json" if data else None)
+    if narrations is not None and not narrations.exists():
+        raise FileNotFoundError(f"{narrations}: narrations file not found")
+    shard = parse_shard(args.shard)
+
+    encoder = load_action_encoder(args.action_encoder, device=args.device)
+    if args.regions == "given":
+        from actbert.video.object_classifier import load_object_classifier
+        from actbert.video.regions import GivenBoxRegions
+
+        if not args.object_classifier:
+            raise ValueError("extract --regions given needs --object-classifier FILE (train-object-classifier)")
+        objects_path = Path(args.objects) if args.objects else (data / "objects.json" if data else None)
+        if objects_path is None:
+            raise ValueError("extract --regions given needs --objects FILE or --data DIR")
+        objects = read_json(objects_path, "object boxes")
+        regions = GivenBoxRegions(load_object_classifier(args.object_classifier), objects,
+                                  max_regions=args.max_regions, source=str(objects_path))
+    else:
+        from actbert.video.regions import DetectorRegions
+
+        regions = DetectorRegions.from_weights(
+            args.detector_weights, random_init=args.detector_random_init, score_threshold=args.score_threshold,
+            max_regions=args.max_regions, min_size=args.detector_min_size, device=args.device,
+        )
+    report = extract_videos(videos, args.store, encoder, encoder.vocab, regions, narrations_path=narrations,
+                            shard=shard, dtype=args.dtype, max_regions=args.max_regions)
+    print(report.summary())
+    if report.failures_path is not None and (report.failed or report.narration_problems):
+        print(f"failures: {report.failures_path}")
+    return 0

@@ -1,0 +1,279 @@
+"""Feature extraction driver: a folder of videos + narrations -> the feature store.
+
+Per video::
+
+    frames_at_fps(video, 1 FPS)           -> region extractor -> region_* arrays   [F, R, ...]
+    narration segments (clips)            -> clip_windows(centre of each clip) -> action encoder
+                                                                               -> action_features [C, Da]
+    narration text of each clip           -> VerbMiner -> ActionVocabulary.targets -> action_targets [C, V]
+    FeatureStoreWriter.write(video_id, VideoFeatures)   (atomic, one file per video)
+
+Batch behaviour. Video ids (file stems) are sorted and split round-robin into ``n`` shards
+(``--shard i/n``), so independent workers cover every video exactly once. Videos already in the
+store are skipped, so an interrupted run is resumed by running it again. A video that fails
+(undecodable file, bad boxes, NaN features, ...) is caught, listed in ``STORE/failures.json``
+({video_id, file, stage, error}) and the batch goes on; records already written are never touched.
+``failures.json`` is updated under a file lock (workers share it) and a video that succeeds on a
+rerun is removed from it.
+
+Videos without narration. A video with no narration entry, or whose entry has no usable segment,
+is still stored: region features for all its frames and zero clips (C = 0); the sample builder
+skips it. A malformed narration entry is also listed in failures.json (stage "narrations") so it is
+not silent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from actbert.data.store import FeatureStoreWriter, StoreSchema, VideoFeatures
+from actbert.utils.io import atomic_write_json, read_json
+from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps
+from actbert.video.regions import FrameRegions, stack_frames
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "ShardError",
+    "parse_shard",
+    "shard_ids",
+    "list_videos",
+    "ExtractReport",
+    "extract_videos",
+    "update_failures",
+]
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+CLIPS_PER_DECODE = 32  # clip windows decoded per pass (bounds memory: 32 x T x S x S x 3 bytes)
+
+
+class ShardError(ValueError):
+    """A ``--shard`` value that is not ``i/n`` with 0 <= i < n."""
+
+
+class ActionEncoderLike(Protocol):
+    feature_dim: int
+    num_frames: int
+    fps: float
+    clip_size: int
+
+    def features(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+class RegionExtractorLike(Protocol):
+    feature_dim: int
+    class_names: list[str]
+
+    def __call__(self, video_id: str, decoded: DecodedFrames) -> list[FrameRegions]: ...
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n)."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError as exc:
+        raise ShardError(f"--shard {text!r}: expected i/n, e.g. 0/4") from exc
+    if count < 1 or not 0 <= index < count:
+        raise ShardError(f"--shard {text!r}: need 0 <= i < n")
+    return index, count
+
+
+def shard_ids(video_ids: Iterable[str], index: int, count: int) -> list[str]:
+    """Deterministic shard: the sorted ids, every ``count``-th starting at ``index``."""
+    return sorted(video_ids)[index::count]
+
+
+def list_videos(videos_dir: str | os.PathLike) -> dict[str, Path]:
+    """{video_id: path} for the video files of a folder (id = file name without extension)."""
+    videos_dir = Path(videos_dir)
+    if not videos_dir.is_dir():
+        raise FileNotFoundError(f"{videos_dir}: videos folder not found")
+    found: dict[str, Path] = {}
+    for path in sorted(videos_dir.iterdir()):
+        if path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith("."):
+            found.setdefault(path.stem, path)
+    return found
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    """Exclusive advisory lock (POSIX flock) around a read-modify-write of a shared file."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_failures(store_root: str | os.PathLike, failed: Sequence[Mapping[str, Any]], succeeded: Iterable[str]) -> Path:
+    """Merge this run's failures into ``STORE/failures.json``; drop entries of videos that now succeeded.
+
+    The file is a JSON list of {video_id, file, stage, error}, sorted by video id then stage.
+    """
+    root = Path(store_root)
+    path = root / "failures.json"
+    succeeded = set(succeeded)
+    with _locked(root / ".failures.lock"):
+        existing = read_json(path, "failures report") if path.exists() else []
+        new_keys = {(f["video_id"], f.get("stage")) for f in failed}
+        kept = [f for f in existing if f["video_id"] not in succeeded and (f["video_id"], f.get("stage")) not in new_keys]
+        # a video that succeeded may still carry a narration warning from this run
+        merged = sorted([*kept, *failed], key=lambda f: (f["video_id"], str(f.get("stage"))))
+        atomic_write_json(path, merged)
+    return path
+
+
+@dataclasses.dataclass
+class ExtractReport:
+    """Outcome of one extraction run (one shard)."""
+
+    shard: tuple[int, int]
+    assigned: int
+    written: list[str]
+    skipped: list[str]  # already in the store
+    failed: list[dict]  # {video_id, file, stage: "extract", error}: not stored
+    without_clips: list[str]  # stored with C = 0
+    narration_problems: list[dict]  # {video_id, file, stage: "narrations", error}: stored, clips skipped
+    failures_path: Path | None
+
+    def summary(self) -> str:
+        i, n = self.shard
+        return (
+            f"shard {i}/{n}: {self.assigned} videos, {len(self.written)} written, {len(self.skipped)} already done, "
+            f"{len(self.failed)} failed, {len(self.without_clips)} stored without clips, "
+            f"{len(self.narration_problems)} narration problems"
+        )
+
+
+def _narration_clips(narrations_path: Path | None, video_ids: Sequence[str]):
+    """{video_id: [Clip]} and narration failures for the given videos (missing entry -> no clips)."""
+    from actbert.text.verbs import read_narrations
+
+    if narrations_path is None:
+        return {}, []
+    narrations = read_narrations(narrations_path, video_ids=None, strict=False)
+    wanted = set(video_ids)
+    by_video = {v: c for v, c in narrations.by_video().items() if v in wanted}
+    problems = [
+        {"video_id": f["video_id"], "file": str(narrations_path), "stage": "narrations", "error": f["error"]}
+        for f in narrations.failures
+        if f["video_id"] in wanted
+    ]
+    return by_video, problems
+
+
+def extract_video(
+    video_id: str,
+    path: Path,
+    clips: Sequence[Any],
+    clip_verbs: Sequence[Sequence[str]],
+    action_encoder: ActionEncoderLike,
+    vocab,
+    regions: RegionExtractorLike,
+    max_regions: int,
+    region_fps: float = 1.0,
+) -> VideoFeatures:
+    """All features of one video (clips: objects with ``start``, ``end``; clip_verbs aligned with clips)."""
+    decoded = frames_at_fps(path, fps=region_fps)
+    frame_regions = regions(video_id, decoded)
+    region_arrays = stack_frames(frame_regions, max_regions, regions.feature_dim, len(regions.class_names))
+    centers = [0.5 * (c.start + c.end) for c in clips]
+    action_features = np.zeros((len(centers), action_encoder.feature_dim), np.float32)
+    for i in range(0, len(centers), CLIPS_PER_DECODE):
+        windows = clip_windows(path, centers[i : i + CLIPS_PER_DECODE], num_frames=action_encoder.num_frames,
+                               fps=action_encoder.fps, size=action_encoder.clip_size)
+        action_features[i : i + len(windows)] = action_encoder.features(windows)
+    return VideoFeatures(
+        clip_times=np.array([[c.start, c.end] for c in clips], np.float64).reshape(-1, 2),
+        action_features=action_features,
+        action_targets=vocab.targets_many(list(clip_verbs)).reshape(len(clips), len(vocab)),
+        frame_times=decoded.times,
+        **region_arrays,
+    )
+
+
+def extract_videos(
+    videos_dir: str | os.PathLike,
+    store_root: str | os.PathLike,
+    action_encoder: ActionEncoderLike,
+    vocab,
+    regions: RegionExtractorLike,
+    narrations_path: str | os.PathLike | None = None,
+    verb_miner=None,
+    shard: tuple[int, int] = (0, 1),
+    dtype: str = "float32",
+    max_regions: int = 5,
+    video_ids: Sequence[str] | None = None,
+    progress: bool = True,
+    on_video: Callable[[str, str], None] | None = None,
+) -> ExtractReport:
+    """Extract this shard's videos into the store; see the module docstring for batch behaviour.
+
+    vocab: ``ActionVocabulary`` (action targets); verb_miner: ``VerbMiner`` (None: built on demand).
+    video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook.
+    """
+    from tqdm import tqdm
+
+    store_root = Path(store_root)
+    schema = StoreSchema(
+        action_dim=int(action_encoder.feature_dim),
+        region_dim=int(regions.feature_dim),
+        num_region_classes=len(regions.class_names),
+        num_actions=len(vocab),
+        region_classes=list(regions.class_names),
+        action_vocab=list(vocab.verbs),
+        max_regions=max_regions,
+        dtype=dtype,
+    )
+    writer = FeatureStoreWriter(store_root, schema)
+    videos = list_videos(videos_dir)
+    ids = list(videos) if video_ids is None else [v for v in video_ids if v in videos]
+    mine = shard_ids(ids, *shard)
+    todo = [v for v in mine if not writer.has(v)]
+    skipped = [v for v in mine if v not in set(todo)]
+    clips_by_video, narration_problems = _narration_clips(Path(narrations_path) if narrations_path else None, todo)
+
+    # mine verbs of all clips of this shard at once (spaCy batches well)
+    if verb_miner is None and any(clips_by_video.get(v) for v in todo):
+        from actbert.text.verbs import VerbMiner
+
+        verb_miner = VerbMiner()
+    all_clips = [c for v in todo for c in clips_by_video.get(v, [])]
+    all_verbs = verb_miner.verbs_many([c.text for c in all_clips]) if all_clips else []
+    verbs_of = {(c.video_id, c.index): verbs for c, verbs in zip(all_clips, all_verbs)}
+
+    written, failed, without_clips = [], [], []
+    bar = tqdm(todo, desc=f"extract shard {shard[0]}/{shard[1]}", unit="video", disable=not progress, file=sys.stderr)
+    for video_id in bar:
+        path = videos[video_id]
+        clips = clips_by_video.get(video_id, [])
+        try:
+            features = extract_video(
+                video_id, path, clips, [verbs_of[(c.video_id, c.index)] for c in clips],
+                action_encoder, vocab, regions, max_regions,
+            )
+            writer.write(video_id, features)
+        except (ValueError, OSError, RuntimeError) as exc:
+            # ValueError covers VideoDecodeError, FeatureValidationError, RegionInputError
+            failed.append({"video_id": video_id, "file": str(path), "stage": "extract", "error": f"{type(exc).__name__}: {exc}"})
+            if on_video:
+                on_video(video_id, "failed")
+            continue
+        written.append(video_id)
+        if not clips:
+            without_clips.append(video_id)
+        if on_video:
+            on_video(video_id, "written")
+    reported = failed + narration_problems
+    failures_path = update_failures(store_root, reported, written) if (reported or written) else None
+    return ExtractReport(shard, len(mine), written, skipped, failed, without_clips, narration_problems, failures_path)
