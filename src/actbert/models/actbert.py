@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -553,6 +554,92 @@ class ActBertForPretraining(PretrainedModelMixin, nn.Module):
         )
 
 
+def random_batch(
+    config: ActBertConfig,
+    batch_size: int = 2,
+    clips: int | Sequence[int] = 3,
+    words_per_clip: int = 4,
+    regions_per_clip: int = 3,
+    with_targets: bool = True,
+    seed: int = 0,
+) -> ActBertBatch:
+    """A batch with the real layout and random content, for shape checks, tests and benchmarks.
+
+    ``clips`` may differ per row (a sequence of length ``batch_size``) so rows carry padding.
+    Text: ``[CLS] w.. [SEP] w.. [SEP] ..``; actions: ``[ACT] x C, [SEP]``; regions:
+    ``([REGION] x n, [SEP]) x C``. Segment id = clip index; word positions run; action and
+    region positions = clip (frame) index. Word ids avoid the special ids below 1000.
+    """
+    g = torch.Generator().manual_seed(seed)
+    per_row = [clips] * batch_size if isinstance(clips, int) else list(clips)
+    rows = []
+    for c in per_row:
+        text_ids, text_seg = [101], [0]
+        for k in range(c):
+            text_ids += torch.randint(1000, min(config.vocab_size, 30000), (words_per_clip,), generator=g).tolist() + [102]
+            text_seg += [k] * (words_per_clip + 1)
+        act_ids = [config.act_token_id] * c + [config.sep_token_id]
+        act_pos, act_seg = list(range(c)) + [c], list(range(c)) + [max(c - 1, 0)]
+        reg_ids, reg_pos = [], []
+        for k in range(c):
+            reg_ids += [config.region_token_id] * regions_per_clip + [config.sep_token_id]
+            reg_pos += [k] * (regions_per_clip + 1)
+        rows.append((text_ids, text_seg, act_ids, act_pos, act_seg, reg_ids, reg_pos))
+    lt = max(len(r[0]) for r in rows)
+    la = max(len(r[2]) for r in rows)
+    lr = max(len(r[5]) for r in rows)
+
+    def pad(seqs: list[list[int]], length: int, value: int) -> torch.Tensor:
+        return torch.tensor([s + [value] * (length - len(s)) for s in seqs], dtype=torch.long)
+
+    text_mask = pad([[1] * len(r[0]) for r in rows], lt, 0).bool()
+    action_mask = pad([[1] * len(r[2]) for r in rows], la, 0).bool()
+    region_mask = pad([[1] * len(r[5]) for r in rows], lr, 0).bool()
+    action_token_ids = pad([r[2] for r in rows], la, config.pad_token_id)
+    region_token_ids = pad([r[5] for r in rows], lr, config.pad_token_id)
+    is_act, is_region = action_token_ids == config.act_token_id, region_token_ids == config.region_token_id
+    boxes = torch.rand(batch_size, lr, 4, generator=g)
+    x1, x2 = torch.minimum(boxes[..., 0], boxes[..., 2]), torch.maximum(boxes[..., 0], boxes[..., 2])
+    y1, y2 = torch.minimum(boxes[..., 1], boxes[..., 3]), torch.maximum(boxes[..., 1], boxes[..., 3])
+    locations = torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)], dim=-1) * is_region[..., None]
+    batch = ActBertBatch(
+        input_ids=pad([r[0] for r in rows], lt, config.pad_token_id),
+        text_segment_ids=pad([r[1] for r in rows], lt, 0),
+        text_position_ids=pad([list(range(len(r[0]))) for r in rows], lt, 0),
+        text_mask=text_mask,
+        action_token_ids=action_token_ids,
+        action_features=torch.randn(batch_size, la, config.action_feature_dim, generator=g) * is_act[..., None],
+        action_segment_ids=pad([r[4] for r in rows], la, 0),
+        action_position_ids=pad([r[3] for r in rows], la, 0),
+        action_mask=action_mask,
+        region_token_ids=region_token_ids,
+        region_features=torch.randn(batch_size, lr, config.region_feature_dim, generator=g).relu() * is_region[..., None],
+        region_locations=locations,
+        region_segment_ids=pad([[p for p in r[6]] for r in rows], lr, 0),
+        region_position_ids=pad([r[6] for r in rows], lr, 0),
+        region_mask=region_mask,
+        video_ids=[f"random{i}" for i in range(batch_size)],
+    )
+    if with_targets:
+        is_word = text_mask & (batch.input_ids >= 1000)
+        chosen = is_word & (torch.rand(batch_size, lt, generator=g) < 0.3)
+        chosen[:, 1] = is_word[:, 1]  # at least one target per row
+        batch.mlm_labels = torch.where(chosen, batch.input_ids, torch.full_like(batch.input_ids, -100))
+        batch.input_ids = torch.where(chosen, torch.full_like(batch.input_ids, 103), batch.input_ids)
+        batch.action_targets = torch.softmax(torch.randn(batch_size, la, config.num_actions, generator=g) * 3, -1)
+        batch.action_targets = batch.action_targets * is_act[..., None]
+        batch.action_target_mask = is_act & (torch.rand(batch_size, la, generator=g) < 0.5)
+        batch.action_target_mask[:, 0] = True
+        batch.action_features = batch.action_features * ~batch.action_target_mask[..., None]
+        batch.region_targets = torch.softmax(torch.randn(batch_size, lr, config.num_region_classes, generator=g) * 3, -1)
+        batch.region_targets = batch.region_targets * is_region[..., None]
+        batch.region_target_mask = is_region & (torch.rand(batch_size, lr, generator=g) < 0.5)
+        batch.region_target_mask[:, 0] = True
+        batch.region_features = batch.region_features * ~batch.region_target_mask[..., None]
+        batch.match_labels = (torch.arange(batch_size) % 2 == 0).float()
+    return batch
+
+
 def replace_config(config: ActBertConfig, **changes) -> ActBertConfig:
     """A copy of ``config`` with ``changes`` (validated again)."""
     return dataclasses.replace(config, **changes)
@@ -573,6 +660,7 @@ __all__ = [
     "VisualEmbeddings",
     "check_batch",
     "masked_lm_loss",
+    "random_batch",
     "region_kl_loss",
     "replace_config",
     "soft_target_cross_entropy",
