@@ -109,7 +109,7 @@ def align_text_to_clips(clip_times: np.ndarray, narration: Narration) -> list[li
     order = np.argsort(narration.start, kind="stable")
     out: list[list[int]] = []
     for c_start, c_end in clip_times:
-        inside = [int(i) for i in order if c_start <= centres[i] <= c_end]
+        inside = [int(i) for i in order if c_start <= centres[i] < c_end]
         if not inside and len(centres):
             # no segment centred in the clip: take the nearest one if it overlaps the clip at all
             nearest = int(np.argmin(np.abs(centres - (c_start + c_end) / 2.0)))
