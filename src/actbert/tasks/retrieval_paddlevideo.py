@@ -1,0 +1,268 @@
+"""Zero-shot text-video retrieval with the ``paddlevideo`` architecture, in PaddleVideo's MSR-VTT layout.
+
+PaddleVideo evaluates ActBERT on MSR-VTT (``MSRVTTDataset`` + ``MSRVTTMetric``) by scoring every
+(caption, video) pair with the matching head and ranking videos per caption. This module rebuilds
+that test-time input layout so converted Paddle weights see what they were evaluated with:
+
+* **text** ``[36]``: ``[CLS] tokens [SEP]``, padded with id 0; segment ids 0; mask 1 on real tokens.
+  (Upstream does not truncate; here captions longer than 34 word pieces are cut.)
+* **regions** ``[36, Fv]``: slot 0 is a global feature = sum of *all* the video's region features
+  divided by their number (computed before truncation), at location ``(0, 0, 1, 1, 1)``; slots
+  1..35 are the first 35 regions with their ``(x1/W, y1/H, x2/W, y2/H, area/(W*H))`` locations;
+  the rest are zero. The region mask is 1 on the global slot and the real regions.
+* **actions** ``[5, Fa]``: the video's action features, zero-padded. Upstream marks **all five
+  action slots valid** (its action mask is all ones, padded slots included); that is reproduced by
+  default (``mask_padded_actions=False``). With more than 5 actions, 5 are picked evenly (upstream
+  would fail).
+* **score**: ``softmax(seq_relationship_score)[:, 0]``, the probability of class 0 ("matched").
+
+Use :func:`video_input` (raw arrays) or :func:`video_input_from_features` (a feature-store record)
+per video, :func:`caption_input` per caption, then :func:`match_probabilities` for a list of
+(caption, video) pairs or :func:`score_matrix` for all captions x all videos.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from actbert.models.paddlevideo import PADDING_ID, PaddleVideoActBert, matched_probability
+
+MAX_TEXT_LEN = 36
+MAX_REGIONS = 35  # plus the global slot
+MAX_ACTIONS = 5
+GLOBAL_LOCATION = (0.0, 0.0, 1.0, 1.0, 1.0)
+
+
+class PaddleVideoRetrievalError(ValueError):
+    """An input that cannot be laid out for the paddlevideo model (names the video/caption and field)."""
+
+
+@dataclass
+class CaptionInput:
+    """One caption in PaddleVideo's layout: ``text_ids``, ``token_type_ids``, ``text_mask``, int64 ``[Lt]``."""
+
+    text_ids: np.ndarray
+    token_type_ids: np.ndarray
+    text_mask: np.ndarray
+
+
+@dataclass
+class VideoInput:
+    """One video in PaddleVideo's MSR-VTT test layout.
+
+    ``image_feat [1+R, Fv]`` float32 (slot 0 global), ``image_loc [1+R, 5]`` float32,
+    ``image_mask [1+R]`` int64, ``action_feat [A, Fa]`` float32, ``action_mask [A]`` int64.
+    """
+
+    image_feat: np.ndarray
+    image_loc: np.ndarray
+    image_mask: np.ndarray
+    action_feat: np.ndarray
+    action_mask: np.ndarray
+    video_id: str = ""
+
+
+def caption_input(token_ids: Sequence[int], cls_id: int, sep_id: int, max_len: int = MAX_TEXT_LEN) -> CaptionInput:
+    """``[CLS] ids [SEP]`` padded with 0 to ``max_len`` (ids beyond ``max_len - 2`` are cut)."""
+    ids = [cls_id, *list(token_ids)[: max_len - 2], sep_id]
+    text = np.full(max_len, PADDING_ID, np.int64)
+    text[: len(ids)] = ids
+    mask = np.zeros(max_len, np.int64)
+    mask[: len(ids)] = 1
+    return CaptionInput(text_ids=text, token_type_ids=np.zeros(max_len, np.int64), text_mask=mask)
+
+
+def _even_pick(n: int, k: int) -> np.ndarray:
+    if n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def video_input(
+    region_features: np.ndarray,
+    region_locations: np.ndarray,
+    action_features: np.ndarray,
+    max_regions: int = MAX_REGIONS,
+    max_actions: int = MAX_ACTIONS,
+    mask_padded_actions: bool = False,
+    video_id: str = "",
+) -> VideoInput:
+    """Lay out one video: ``region_features [R, Fv]``, ``region_locations [R, 5]`` (normalised),
+    ``action_features [A, Fa]`` -> :class:`VideoInput` (module docstring)."""
+    where = f"video {video_id!r}" if video_id else "video"
+    feats = np.asarray(region_features, np.float32)
+    locs = np.asarray(region_locations, np.float32)
+    acts = np.asarray(action_features, np.float32)
+    if feats.ndim != 2 or locs.shape != (feats.shape[0], 5):
+        raise PaddleVideoRetrievalError(
+            f"{where}: region_features {feats.shape} / region_locations {locs.shape}: expected [R, Fv] and [R, 5]"
+        )
+    if acts.ndim != 2:
+        raise PaddleVideoRetrievalError(f"{where}: action_features has shape {acts.shape}, expected [A, Fa]")
+    if feats.shape[0] == 0:
+        raise PaddleVideoRetrievalError(f"{where}: region_features is empty (the global slot needs at least one region)")
+    if acts.shape[0] == 0:
+        raise PaddleVideoRetrievalError(f"{where}: action_features is empty")
+    for name, array in (("region_features", feats), ("region_locations", locs), ("action_features", acts)):
+        if not np.all(np.isfinite(array)):
+            raise PaddleVideoRetrievalError(f"{where}: {name} contains NaN or infinity")
+
+    slots = 1 + max_regions
+    kept = min(feats.shape[0], max_regions)
+    image_feat = np.zeros((slots, feats.shape[1]), np.float32)
+    image_loc = np.zeros((slots, 5), np.float32)
+    image_mask = np.zeros(slots, np.int64)
+    # Global slot: mean over every region given, before truncation (upstream order of operations).
+    image_feat[0] = feats.sum(axis=0) / feats.shape[0]
+    image_loc[0] = GLOBAL_LOCATION
+    image_feat[1 : 1 + kept] = feats[:kept]
+    image_loc[1 : 1 + kept] = locs[:kept]
+    image_mask[: 1 + kept] = 1
+
+    picked = acts[_even_pick(acts.shape[0], max_actions)]
+    action_feat = np.zeros((max_actions, acts.shape[1]), np.float32)
+    action_feat[: len(picked)] = picked
+    action_mask = np.ones(max_actions, np.int64)  # upstream: every slot "valid", padded ones too
+    if mask_padded_actions:
+        action_mask[len(picked) :] = 0
+    return VideoInput(image_feat, image_loc, image_mask, action_feat, action_mask, video_id)
+
+
+def video_input_from_features(
+    features: Any,
+    start: float | None = None,
+    end: float | None = None,
+    video_id: str = "",
+    max_regions: int = MAX_REGIONS,
+    max_actions: int = MAX_ACTIONS,
+    mask_padded_actions: bool = False,
+) -> VideoInput:
+    """A :class:`~actbert.data.store.VideoFeatures` record (optionally the span ``[start, end]``)
+    -> :class:`VideoInput`.
+
+    Regions: the valid regions of the 1 FPS frames in the span, frame by frame (the global slot
+    averages all of them; the first ``max_regions`` fill the slots, frames thinned evenly first
+    when there are too many). Actions: the clips whose centre lies in the span (else all clips).
+    """
+    frame_times = np.asarray(features.frame_times, np.float64)
+    counts = np.asarray(features.region_counts, np.int64)
+    lo = -np.inf if start is None else float(start)
+    hi = np.inf if end is None else float(end)
+    frames = np.nonzero((frame_times >= lo) & (frame_times <= hi) & (counts > 0))[0]
+    if frames.size == 0:
+        frames = np.nonzero(counts > 0)[0]
+    if frames.size == 0:
+        raise PaddleVideoRetrievalError(f"video {video_id!r}: field 'region_counts' is zero for every frame")
+    region_feats = np.asarray(features.region_features)
+    region_locs = np.asarray(features.region_locations)
+    all_feats = np.concatenate([region_feats[f, : counts[f]] for f in frames])
+    # Thin frames evenly so the kept regions cover the span, then let video_input truncate.
+    per_frame = max(1, int(np.ceil(counts[frames].mean())))
+    shown = frames[_even_pick(frames.size, max(1, max_regions // per_frame))]
+    feats = np.concatenate([region_feats[f, : counts[f]] for f in shown])
+    locs = np.concatenate([region_locs[f, : counts[f]] for f in shown])
+    clip_times = np.asarray(features.clip_times, np.float64)
+    centres = clip_times.mean(axis=1)
+    clips = np.nonzero((centres >= lo) & (centres <= hi))[0]
+    if clips.size == 0:
+        clips = np.arange(len(clip_times))
+    layout = video_input(
+        feats, locs, np.asarray(features.action_features)[clips], max_regions, max_actions, mask_padded_actions, video_id
+    )
+    # Global slot over every region of the span, not only the displayed ones.
+    layout.image_feat[0] = all_feats.astype(np.float32).sum(axis=0) / all_feats.shape[0]
+    return layout
+
+
+def _stack(items: Sequence[Any], name: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack([getattr(item, name) for item in items]))
+
+
+@torch.no_grad()
+def match_probabilities(
+    model: PaddleVideoActBert,
+    captions: Sequence[CaptionInput],
+    videos: Sequence[VideoInput],
+    pairs: Sequence[tuple[int, int]] | np.ndarray,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """Matched probability for each ``(caption_index, video_index)`` pair -> float32 ``[P]``."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if pairs.size and (pairs[:, 0].max() >= len(captions) or pairs[:, 1].max() >= len(videos) or pairs.min() < 0):
+        raise PaddleVideoRetrievalError("pairs: index out of range of the captions / videos given")
+    vocab = model.config.vocab_size
+    for i, caption in enumerate(captions):
+        if caption.text_ids.max(initial=0) >= vocab:
+            raise PaddleVideoRetrievalError(
+                f"caption {i}: field 'text_ids' has id {int(caption.text_ids.max())} >= the model's vocab_size {vocab}"
+            )
+    text = {n: _stack(captions, n) for n in ("text_ids", "token_type_ids", "text_mask")}
+    visual = {n: _stack(videos, n) for n in ("image_feat", "image_loc", "image_mask", "action_feat", "action_mask")}
+    model = model.eval().to(device)
+    out = np.empty(len(pairs), np.float32)
+    starts = range(0, len(pairs), batch_size)
+    for s in tqdm(starts, desc="paddlevideo match", disable=not progress, file=sys.stderr):
+        ci = torch.from_numpy(pairs[s : s + batch_size, 0])
+        vi = torch.from_numpy(pairs[s : s + batch_size, 1])
+        scores = model(
+            text["text_ids"][ci].to(device),
+            visual["action_feat"][vi].to(device),
+            visual["image_feat"][vi].to(device),
+            visual["image_loc"][vi].to(device),
+            text["token_type_ids"][ci].to(device),
+            text["text_mask"][ci].to(device),
+            visual["image_mask"][vi].to(device),
+            visual["action_mask"][vi].to(device),
+        ).seq_relationship_score
+        out[s : s + len(ci)] = matched_probability(scores).cpu().numpy()
+    return out
+
+
+def score_matrix(
+    model: PaddleVideoActBert,
+    captions: Sequence[CaptionInput],
+    videos: Sequence[VideoInput],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """``[num_captions, num_videos]`` matched probabilities (every caption against every video),
+    as ``MSRVTTMetric`` fills its score matrix; rank videos per caption by descending score."""
+    c, v = np.meshgrid(np.arange(len(captions)), np.arange(len(videos)), indexing="ij")
+    pairs = np.stack([c.ravel(), v.ravel()], axis=1)
+    return match_probabilities(model, captions, videos, pairs, batch_size, device, progress).reshape(len(captions), len(videos))
+
+
+def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEXT_LEN) -> list[CaptionInput]:
+    """Tokenise captions with the project's tokenizer (``encode``, ``cls_id``, ``sep_id``)."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise PaddleVideoRetrievalError(f"caption {i}: empty text")
+        out.append(caption_input(tokenizer.encode(text), tokenizer.cls_id, tokenizer.sep_id, max_len))
+    return out
+
+
+__all__ = [
+    "CaptionInput",
+    "GLOBAL_LOCATION",
+    "MAX_ACTIONS",
+    "MAX_REGIONS",
+    "MAX_TEXT_LEN",
+    "PaddleVideoRetrievalError",
+    "VideoInput",
+    "caption_input",
+    "encode_captions",
+    "match_probabilities",
+    "score_matrix",
+    "video_input",
+    "video_input_from_features",
+]
