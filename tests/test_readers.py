@@ -409,16 +409,8 @@ def test_crosstask_tasks_malformed(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def synthetic_annotations(request, tmp_path_factory) -> Path:
-    try:
-        root = request.getfixturevalue("synth_tiny")  # shared session fixture (tests/conftest.py)
-        root = Path(getattr(root, "root", root))
-    except (pytest.FixtureLookupError, TypeError):
-        from actbert.data.synth.generate import generate_benchmark
-
-        root = tmp_path_factory.mktemp("synth_tiny")
-        generate_benchmark("tiny", 0, root, progress=False)
-    return root
+def synthetic_annotations(synth_tiny) -> Path:
+    return synth_tiny  # shared session fixture (tests/conftest.py)
 
 
 def test_readers_accept_the_synthetic_benchmark(synthetic_annotations):
