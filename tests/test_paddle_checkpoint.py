@@ -249,3 +249,53 @@ def test_paddle_config_json_option(tmp_path):
     assert main(["convert-paddle", str(FIXTURE / "weights.npz"), str(out), "--paddle-config", str(FIXTURE / "config.json")]) == 0
     config = json.loads((out / "config.json").read_text())
     assert {k: config[k] for k in KWARGS} == KWARGS
+
+
+def _hostile_payloads(marker: Path) -> dict[str, bytes]:
+    """Hand-written pickles that would run code or read files if their globals were resolved."""
+    cmd = f"touch {marker}".encode()
+    return {
+        # protocol 0: GLOBAL opcode + REDUCE
+        "os.system/p0": b"cos\nsystem\n(S'" + cmd + b"'\ntR.",
+        "posix.system/p0": b"cposix\nsystem\n(S'" + cmd + b"'\ntR.",
+        # INST opcode (builds by calling the class)
+        "subprocess.Popen/inst": b"(S'touch'\nS'" + str(marker).encode() + b"'\nisubprocess\nPopen\n.",
+        # a numpy global outside the allow-list (numpy.load would open another file with pickles)
+        "numpy.load/p2": pickle.dumps(_RunsCode(np.load, str(marker)), protocol=2),
+        # nested inside an otherwise valid state dict, protocol 5
+        "nested/p5": pickle.dumps({"a": np.zeros(2, np.float32), "b": [OrderedDict(x=_RunsCode(os.system, f"touch {marker}"))]}, protocol=5),
+    }
+
+
+def test_hostile_pickles_refused_by_every_entry_point(tmp_path):
+    from actbert.cli import main
+
+    marker = tmp_path / "marker"
+    for name, payload in _hostile_payloads(marker).items():
+        # .pdparams, and an unknown suffix (a protocol >= 2 pickle is sniffed and sent to the
+        # restricted unpickler; a protocol-0 text pickle is not recognised at all)
+        for suffix in (".pdparams", ".bin"):
+            path = tmp_path / f"{name.replace('/', '_')}{suffix}"
+            path.write_bytes(payload)
+            expected = UnsafePickleError if suffix == ".pdparams" or payload[:1] == b"\x80" else CheckpointError
+            with pytest.raises(expected, match=str(path.name)):
+                read_paddle_state(path)
+            out = tmp_path / f"out_{path.stem}{suffix}"
+            assert main(["convert-paddle", str(path), str(out)]) == 1
+            assert not (out / "model.safetensors").exists()
+        # A pickle renamed to .npz goes through numpy with allow_pickle=False: refused as well.
+        npz = tmp_path / f"{name.replace('/', '_')}.npz"
+        npz.write_bytes(payload)
+        with pytest.raises(CheckpointError, match=r"\.npz"):
+            read_paddle_state(npz)
+        assert not marker.exists(), name
+
+
+def test_codecs_encode_allowed_only_for_latin1(tmp_path):
+    # _codecs.encode is allowed because protocol-2 numpy pickles store bytes as latin-1 text;
+    # any other use of it is refused.
+    payload = b"\x80\x02c_codecs\nencode\nX\x03\x00\x00\x00abcX\x05\x00\x00\x00rot13\x86R."
+    path = tmp_path / "codecs.pdparams"
+    path.write_bytes(payload)
+    with pytest.raises(CheckpointError, match="latin-1"):
+        read_pdparams(path)

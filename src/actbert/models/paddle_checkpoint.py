@@ -292,7 +292,13 @@ def infer_config(
     try:
         config = PaddleVideoActBertConfig(**values)
     except PaddleVideoConfigError as exc:
-        raise CheckpointError(f"{source}: {exc}") from exc
+        # Say which failing values were guessed (head counts are not in the tensor shapes).
+        guessed = [name for name in assumed if re.search(rf"(?<![a-z_]){name} =", str(exc))]
+        hint = ""
+        if guessed:
+            flags = ", ".join("--" + name.replace("_", "-") for name in guessed)
+            hint = f" ({', '.join(guessed)} is not stored in the checkpoint and was assumed; pass {flags} or --paddle-config)"
+        raise CheckpointError(f"{source}: {exc}{hint}") from exc
     return config, inferred, assumed
 
 

@@ -61,6 +61,9 @@ class RetrievalSettings:
     train_batch: int = 8
     negatives: int = 1
     seed: int = 0
+    # input layout: "actbert" (this project's) | "paddlevideo" (PaddleVideo's MSR-VTT test layout,
+    # for converted Paddle weights; actbert.tasks.retrieval_paddlevideo)
+    layout: str = "actbert"
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,17 @@ def score_matrix(
 def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings, variant: str = "", protocol_suffix: str = "zero-shot") -> dict:
     """Score a gallery and turn it into a results record (plus per-query ranks)."""
     start = time.perf_counter()
-    scores = score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
+    if settings.layout == "paddlevideo":
+        from actbert.tasks import retrieval_paddlevideo
+
+        if not settings.use_regions:
+            raise TaskError("retrieval settings: use_regions=False is not supported with layout 'paddlevideo'")
+        with autocast(settings.dtype):
+            scores = retrieval_paddlevideo.gallery_scores(model, assembler, gallery.queries, gallery.clips, settings.batch_size)
+    elif settings.layout == "actbert":
+        scores = score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
+    else:
+        raise TaskError(f"retrieval settings: layout = {settings.layout!r}; expected 'actbert' or 'paddlevideo'")
     metrics = retrieval_metrics(scores, gallery.gt_index)
     ranks = ground_truth_ranks(scores, gallery.gt_index)
     notes = []
@@ -156,6 +169,8 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
         notes.append(f"{len(gallery.skipped)} clip(s) skipped: no features")
     if not settings.use_regions:
         notes.append("without region cues")
+    if settings.layout == "paddlevideo":
+        notes.append("PaddleVideo MSR-VTT test layout (global + 35 regions, 5 action slots), score = P(matched)")
     return make_record(
         TASK,
         gallery.dataset,

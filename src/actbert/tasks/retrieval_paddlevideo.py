@@ -241,6 +241,45 @@ def score_matrix(
     return match_probabilities(model, captions, videos, pairs, batch_size, device, progress).reshape(len(captions), len(videos))
 
 
+def gallery_scores(
+    model: PaddleVideoActBert,
+    assembler: Any,
+    queries: Sequence[str],
+    clips: Sequence[Any],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> np.ndarray:
+    """``retrieval --layout paddlevideo``: score a gallery from the feature store in this layout.
+
+    ``assembler``: a :class:`~actbert.tasks.common.ClipAssembler` (its ``video(id)`` gives the
+    checked store arrays, its ``tokenizer`` encodes the queries); ``clips``: objects with
+    ``video_id``, ``start``, ``end`` (``retrieval.Clip``). Returns float32 ``[T, V]`` matched
+    probabilities (rank clips per query by descending score).
+    """
+    if not isinstance(model, PaddleVideoActBert):
+        raise PaddleVideoRetrievalError(
+            f"layout 'paddlevideo' needs a model with architecture 'paddlevideo' (a folder written by "
+            f"`actbert convert-paddle`), got {type(model).__name__}; use layout 'actbert' for this model"
+        )
+    config = model.config
+    videos = []
+    for clip in clips:
+        layout = video_input_from_features(assembler.video(clip.video_id), clip.start, clip.end, video_id=clip.video_id)
+        for field, width, expected in (
+            ("region_features", layout.image_feat.shape[1], config.v_feature_size),
+            ("action_features", layout.action_feat.shape[1], config.a_feature_size),
+        ):
+            if width != expected:
+                raise PaddleVideoRetrievalError(
+                    f"{assembler.store_name}: video {clip.video_id!r}: field {field!r} has width {width} but the "
+                    f"paddlevideo model expects {expected} (features must come from the same extractors as the checkpoint's)"
+                )
+        videos.append(layout)
+    captions = encode_captions(assembler.tokenizer, queries)
+    return score_matrix(model, captions, videos, batch_size, device, progress)
+
+
 def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEXT_LEN) -> list[CaptionInput]:
     """Tokenise captions with the project's tokenizer (``encode``, ``cls_id``, ``sep_id``)."""
     out = []
@@ -261,6 +300,7 @@ __all__ = [
     "VideoInput",
     "caption_input",
     "encode_captions",
+    "gallery_scores",
     "match_probabilities",
     "score_matrix",
     "video_input",
