@@ -1,0 +1,327 @@
+"""Action segmentation on COIN (ActBERT 4.2.3, Table 2): one label per 1 FPS frame, frame accuracy.
+
+The paper fine-tunes ActBERT "by adding a linear classifier upon the output features for dense
+frame labeling" and feeds no text. Here:
+
+* **Input.** A *window* of ``W`` consecutive 1 FPS frames of a video becomes one row with
+  ``ClipAssembler.frame_clips``: one unit per frame (its [ACT] carries the action feature of the
+  store clip covering the frame; its regions are the frame's detections), and the text is only
+  ``[CLS] [SEP]``. ``use_regions=False`` ("ActBERT w/o region cues") gives the units no regions and
+  runs the encoder without its region stream.
+* **Frame feature.** The encoder's action output at the frame's [ACT] position, concatenated with
+  the mean of the region outputs of that frame's [REGION] tokens (zeros without regions):
+  ``[B, W, 2 * Dv]``. :class:`FrameClassifier` is one linear layer on it.
+* **Labels.** The COIN step id whose segment contains the frame time, ``background`` (class 0)
+  otherwise (``actbert.data.readers.frame_step_ids``). The label space is class 0 + every step id
+  that occurs anywhere in ``COIN.json`` (training and testing), sorted; a testing step never seen
+  in training is a class the classifier has had no example of, as in the real benchmark.
+* **Fine-tuning** (:func:`finetune`): the whole encoder and the classifier, cross-entropy over all
+  frames of random ``W``-frame windows of the *training* subset's videos (AdamW, warm-up + linear
+  decay; the classifier gets its own, larger learning rate since it starts from scratch). The
+  classifier is attached to the model as ``model.segmentation_head`` -- the fine-tuned model *is*
+  encoder + classifier -- so :func:`evaluate` is called on the same model object.
+* **Evaluation** (:func:`evaluate`): every video of the *testing* subset with features. A video
+  longer than ``W`` frames is covered by windows starting every ``stride`` frames (the last window
+  is aligned to the video's end); a frame inside several windows gets the mean of their softmax
+  probabilities, and its prediction is the arg-max. Frame accuracy is pooled over all frames of all
+  testing videos, background frames included (COIN's and ActBERT's metric,
+  ``actbert.metrics.segmentation``); the mean per-class accuracy is reported alongside.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from actbert.data import readers
+from actbert.metrics.segmentation import segmentation_metrics
+from actbert.tasks.common import (
+    Benchmark,
+    ClipAssembler,
+    TaskError,
+    TrainLog,
+    autocast,
+    batched,
+    encoder_of,
+    make_record,
+    train_loop,
+)
+
+TASK = "segmentation"
+PRIMARY = "frame_accuracy"
+BACKGROUND = "background"
+HEAD_ATTRIBUTE = "segmentation_head"
+
+
+@dataclass
+class SegmentationSettings:
+    window: int = 10  # frames per input row (capped at the assembler's max_units)
+    stride: int = 5  # frames between evaluation window starts (< window: overlapping windows)
+    batch_size: int = 16  # windows per forward pass when evaluating
+    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    use_regions: bool = True
+    max_videos: int = 0  # 0 = every testing video; else the first N (budgeted runs say so)
+    # fine-tuning (training subset)
+    steps: int = 100
+    lr: float = 5e-5  # encoder
+    head_lr: float = 1e-3  # the new linear classifier
+    train_batch: int = 8  # windows per step
+    seed: int = 0
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """``names[0] == "background"``; ``step_ids[i]`` is the COIN step id of class ``i`` (``None`` for 0)."""
+
+    step_ids: tuple[str | None, ...]
+    names: tuple[str, ...]
+
+    def index(self) -> dict[str | None, int]:
+        return {s: i for i, s in enumerate(self.step_ids)}
+
+    def __len__(self) -> int:
+        return len(self.step_ids)
+
+
+def _step_sort_key(step_id: str) -> tuple[int, int | str]:
+    return (0, int(step_id)) if step_id.isdigit() else (1, step_id)
+
+
+def label_space(videos: Sequence[readers.CoinVideo]) -> LabelSpace:
+    """Background + every step id in ``videos`` (numeric ids in numeric order)."""
+    names: dict[str, str] = {}
+    for video in videos:
+        for step in video.steps:
+            names.setdefault(step.step_id, step.label)
+    ids = sorted(names, key=_step_sort_key)
+    return LabelSpace((None, *ids), (BACKGROUND, *(names[i] for i in ids)))
+
+
+def frame_labels(video: readers.CoinVideo, frame_times: np.ndarray, labels: LabelSpace) -> np.ndarray:
+    """int64 ``[F]``: the class of each 1 FPS frame (0 = background)."""
+    index = labels.index()
+    return np.asarray([index[s] for s in readers.frame_step_ids(video, frame_times)], np.int64)
+
+
+# ----------------------------------------------------------------------------- model parts
+
+
+class FrameClassifier(nn.Module):
+    """Linear classifier on frame features: ``[B, W, 2 * Dv] -> [B, W, num_classes]``."""
+
+    def __init__(self, visual_hidden_size: int, labels: LabelSpace, dropout: float = 0.1):
+        super().__init__()
+        self.labels = labels
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(2 * visual_hidden_size, len(labels))
+
+    def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(frame_features))
+
+
+def frame_features(model: Any, batch: Any, specials: Any, use_regions: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode ``batch`` (rows of ``frame_clips`` units, no text) -> (features ``[B, W, 2 * Dv]``,
+    valid ``[B, W]`` bool). Unit ``i`` of a row is action position ``i`` (``[ACT] x n, [SEP]``) and
+    the regions whose segment id is ``i``; ``W`` = the longest row's unit count."""
+    encoder = encoder_of(model)
+    out = encoder(batch, use_regions=use_regions)
+    if not hasattr(out, "action"):
+        raise TaskError(f"segmentation: {type(encoder).__name__} does not return per-frame action outputs (ActBERT architecture only)")
+    width = int(batch.action_token_ids.shape[1]) - 1  # the longest row: n [ACT] + one [SEP]
+    action = out.action[:, :width]  # [B, W, Dv]
+    valid = batch.action_token_ids[:, :width] == specials.act_id  # [B, W]
+    region = torch.zeros_like(action)
+    if out.region is not None:
+        is_region = (batch.region_token_ids == specials.region_id) & batch.region_mask.bool()  # [B, Lr]
+        onehot = F.one_hot(batch.region_segment_ids.clamp(0, width - 1), width).to(out.region.dtype)  # [B, Lr, W]
+        onehot = onehot * is_region[..., None].to(out.region.dtype)
+        region = torch.einsum("blw,bld->bwd", onehot, out.region) / onehot.sum(1).clamp(min=1.0)[..., None]
+    return torch.cat([action, region], dim=-1), valid
+
+
+def head_of(model: Any) -> FrameClassifier:
+    head = getattr(model, HEAD_ATTRIBUTE, None)
+    if head is None:
+        raise TaskError("segmentation: the model has no segmentation_head; run segmentation.finetune(...) first")
+    return head
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Video:
+    video_id: str
+    labels: np.ndarray  # int64 [F]
+
+
+def _videos(bench: Benchmark, assembler: ClipAssembler, subset: str, labels: LabelSpace) -> tuple[list[_Video], list[dict[str, str]]]:
+    """Videos of ``subset`` that have features, with per-frame labels; the others are reported."""
+    path = bench.require(bench.coin, "COIN")
+    kept, skipped = [], []
+    for video in readers.read_coin(path, subset=subset):
+        if video.video_id not in assembler:
+            skipped.append({"video_id": video.video_id, "error": "not in the feature store"})
+            continue
+        try:
+            times = assembler.frame_times(video.video_id)
+        except TaskError as exc:
+            skipped.append({"video_id": video.video_id, "error": str(exc)})
+            continue
+        kept.append(_Video(video.video_id, frame_labels(video, times, labels)))
+    return kept, skipped
+
+
+def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of the evaluation windows covering ``[0, num_frames)``; the last ends at the end."""
+    if num_frames <= window:
+        return [0]
+    starts = list(range(0, num_frames - window + 1, max(1, stride)))
+    if starts[-1] + window < num_frames:
+        starts.append(num_frames - window)
+    return starts
+
+
+def _window(settings: SegmentationSettings, assembler: ClipAssembler) -> int:
+    if settings.window < 1 or settings.stride < 1:
+        raise TaskError(f"segmentation: window ({settings.window}) and stride ({settings.stride}) must be >= 1")
+    return min(settings.window, assembler.max_units)
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: SegmentationSettings) -> TrainLog:
+    """Fine-tune encoder + a new linear classifier on COIN's training subset (the paper's protocol).
+
+    Attaches the classifier as ``model.segmentation_head`` (replacing an earlier one).
+    """
+    coin = readers.read_coin(bench.require(bench.coin, "COIN"))
+    labels = label_space(coin)
+    videos, _ = _videos(bench, assembler, "training", labels)
+    if not videos:
+        raise TaskError(f"{bench.coin}: no training video has features in {assembler.store_name}")
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    encoder = encoder_of(model)
+    head = FrameClassifier(encoder.config.visual_hidden_size, labels)
+    setattr(model, HEAD_ATTRIBUTE, head)
+    width = _window(settings, assembler)
+
+    def loss_at(step: int) -> torch.Tensor:
+        samples, targets = [], []
+        for v in rng.integers(len(videos), size=settings.train_batch):
+            video = videos[int(v)]
+            num = len(video.labels)
+            start = int(rng.integers(0, max(1, num - width + 1)))
+            frames = np.arange(start, min(num, start + width))
+            samples.append(assembler.sample(assembler.frame_clips(video.video_id, frames, regions=settings.use_regions)))
+            row = np.full(width, -100, np.int64)
+            row[: len(frames)] = video.labels[frames]
+            targets.append(row)
+        batch = assembler.collate(samples)
+        feats, _ = frame_features(model, batch, assembler.specials, settings.use_regions)
+        logits = head(feats)  # [B, W', K]
+        target = torch.from_numpy(np.stack(targets))[:, : logits.shape[1]]
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+
+    params = [
+        {"params": [p for p in model.parameters() if all(p is not q for q in head.parameters())], "lr": settings.lr},
+        {"params": list(head.parameters()), "lr": settings.head_lr},
+    ]
+    # each group keeps its own base lr; train_loop's warm-up/decay schedule scales both
+    return train_loop(params, loss_at, settings.steps, settings.lr, desc="segmentation fine-tune", modules=[model])
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_video(model: Any, assembler: ClipAssembler, video_id: str, settings: SegmentationSettings) -> np.ndarray:
+    """Class probabilities of every 1 FPS frame of ``video_id``: float32 ``[F, K]`` (overlapping windows averaged)."""
+    head = head_of(model)
+    model.eval()
+    num = len(assembler.frame_times(video_id))
+    width = _window(settings, assembler)
+    probs = np.zeros((num, len(head.labels)), np.float32)
+    hits = np.zeros(num, np.float32)
+    starts = window_starts(num, width, settings.stride)
+    for chunk in batched(starts, settings.batch_size):
+        frames = [np.arange(s, min(num, s + width)) for s in chunk]
+        batch = assembler.collate([assembler.sample(assembler.frame_clips(video_id, f, regions=settings.use_regions)) for f in frames])
+        with autocast(settings.dtype):
+            feats, _ = frame_features(model, batch, assembler.specials, settings.use_regions)
+            p = torch.softmax(head(feats).float(), dim=-1).numpy()
+        for f, row in zip(frames, p):
+            probs[f] += row[: len(f)]
+            hits[f] += 1.0
+    return probs / hits[:, None]
+
+
+def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: SegmentationSettings, variant: str = "") -> list[dict]:
+    """One record: frame accuracy on COIN's testing subset (needs :func:`finetune` first)."""
+    head = head_of(model)
+    start_time = time.perf_counter()
+    videos, skipped = _videos(bench, assembler, "testing", head.labels)
+    if settings.max_videos and len(videos) > settings.max_videos:
+        videos = videos[: settings.max_videos]
+    if not videos:
+        raise TaskError(f"{bench.coin}: no testing video has features in {assembler.store_name}")
+    predictions, targets, kept = [], [], []
+    for video in tqdm(videos, desc="segmentation", unit="video", leave=False):
+        try:
+            probs = predict_video(model, assembler, video.video_id, settings)
+        except TaskError as exc:  # a bad record: skip, report, go on
+            skipped.append({"video_id": video.video_id, "error": str(exc)})
+            continue
+        predictions.append(probs.argmax(axis=1).astype(np.int64))
+        targets.append(video.labels)
+        kept.append(video.video_id)
+    if not kept:
+        raise TaskError(f"{bench.coin}: every testing video failed ({skipped[0]['error']})")
+    scores = segmentation_metrics(predictions, targets)
+    metrics = {
+        "frame_accuracy": scores["frame_accuracy"],
+        "mean_class_accuracy": scores["mean_class_accuracy"],
+        "num_frames": scores["num_frames"],
+        "num_videos": len(kept),
+    }
+    notes = [f"windows of {_window(settings, assembler)} frames, stride {settings.stride}, overlapping windows averaged"]
+    if settings.max_videos:
+        notes.append(f"limited to the first {len(kept)} testing videos (max_videos={settings.max_videos})")
+    if skipped:
+        notes.append(f"{len(skipped)} video(s) skipped")
+    if not settings.use_regions:
+        notes.append("without region cues")
+    return [
+        make_record(
+            TASK,
+            "coin",
+            "testing subset, fine-tuned",
+            metrics,
+            PRIMARY,
+            variant=variant,
+            settings=asdict(settings),
+            seconds=time.perf_counter() - start_time,
+            notes=notes,
+            extra={
+                "classes": list(head.labels.names),
+                "class_step_ids": list(head.labels.step_ids),
+                "per_class": {head.labels.names[c]: acc for c, acc in scores["per_class"].items()},
+                "videos": [
+                    {"video_id": v, "predicted": p.tolist(), "target": t.tolist()} for v, p, t in zip(kept, predictions, targets)
+                ],
+                "skipped": skipped,
+            },
+        )
+    ]
