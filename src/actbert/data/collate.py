@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Sampler
 
 from actbert.data.batch import ActBertBatch
 from actbert.data.masking import IGNORE_INDEX
@@ -80,24 +80,60 @@ class Collator:
         )
 
 
-class ResumableDistributedSampler(DistributedSampler):
-    """:class:`torch.utils.data.DistributedSampler` that can start part-way through an epoch.
+class ResumableDistributedSampler(Sampler[int]):
+    """Splits each epoch's shuffled order between processes in whole micro-batches, resumably.
 
-    The epoch's order depends only on ``(seed, epoch)``; ``set_start(k)`` skips this rank's first
-    ``k`` indices, so a resumed run sees exactly the indices an uninterrupted run would have seen.
-    Works with ``num_replicas=1`` (single process) too, so both cases share one code path.
+    The epoch's order is a permutation drawn from ``(seed, epoch)`` only. It is cut into chunks of
+    ``chunk_size`` (= the per-process micro-batch size) and chunk ``j`` goes to rank ``j % W``.
+    So micro-batch ``m`` of rank ``r`` is global chunk ``m * W + r``, and the ``W * A`` micro-batches
+    that ``W`` processes with accumulation ``A`` run in one optimiser step are exactly the ones a
+    single process with accumulation ``W * A`` runs: DDP training equals single-process training
+    with the same global batch (``torch.utils.data.DistributedSampler`` deals single indices round
+    robin instead, which regroups samples into different micro-batches).
+
+    The last ``len(dataset) % (chunk_size * W)`` indices of each epoch's order are left out (a
+    different few every epoch), so every process gets the same number of whole chunks.
+    ``set_start(k)`` skips this rank's first ``k`` indices: a resumed run sees exactly the indices
+    an uninterrupted run would have seen. ``num_replicas=1`` (single process) uses the same path.
     """
 
-    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0,
+                 chunk_size: int = 1):
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, num_replicas={num_replicas})")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.dataset_size = len(dataset)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.chunk_size = int(chunk_size)
+        self.chunks_per_rank = self.dataset_size // (self.chunk_size * self.num_replicas)
+        self.num_samples = self.chunks_per_rank * self.chunk_size  # per rank and epoch
+        self.epoch = 0
         self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def set_start(self, start: int) -> None:
         self.start = int(start)
 
+    def epoch_indices(self) -> list[int]:
+        """This rank's indices for the current epoch (before ``start`` is applied)."""
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.dataset_size, generator=generator)
+        else:
+            order = torch.arange(self.dataset_size)
+        used = self.chunks_per_rank * self.num_replicas * self.chunk_size
+        chunks = order[:used].view(-1, self.chunk_size)  # [chunks, chunk_size]
+        return chunks[self.rank :: self.num_replicas].reshape(-1).tolist()
+
     def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start :])
+        return iter(self.epoch_indices()[self.start :])
 
     def __len__(self) -> int:
         return max(0, self.num_samples - self.start)

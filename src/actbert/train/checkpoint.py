@@ -72,6 +72,21 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, payload: dict[str, An
     return path
 
 
+def remove_partial_writes(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporaries (``.<name>.tmp-*``) a killed process left in ``run_dir`` and its checkpoints.
+
+    Atomic writes never leave a partial file under a real name, but a writer killed mid-write leaves
+    its temporary behind; a resumed run removes them. Returns the removed paths.
+    """
+    removed = []
+    for folder in (Path(run_dir), checkpoint_dir(run_dir)):
+        if folder.is_dir():
+            for leftover in folder.glob(".*.tmp-*"):
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint ``latest.json`` points at, or None when the run has none."""
     pointer = checkpoint_dir(run_dir) / "latest.json"

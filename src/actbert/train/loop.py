@@ -41,6 +41,7 @@ from actbert.train.checkpoint import (
     capture_rng_state,
     latest_checkpoint,
     load_checkpoint,
+    remove_partial_writes,
     restore_rng_state,
     save_checkpoint,
 )
@@ -174,7 +175,10 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, o.warmup_steps, t.max_steps, o.schedule, o.min_lr_ratio)
     )
-    sampler = ResumableDistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=t.seed)
+    # chunks of one micro-batch per rank: W processes see the micro-batches one process with
+    # accumulation W * A would see (data/collate.py), so DDP and single-process runs agree
+    sampler = ResumableDistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=t.seed,
+                                          chunk_size=t.batch_size)
     loader = make_loader(data.dataset, t.batch_size, data.collator, sampler, cfg.data.num_workers, t.seed,
                          pin_memory=device.type == "cuda")
     micro_per_epoch = len(sampler) // t.batch_size
@@ -188,6 +192,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
 
     # ---- resume
     step, epoch, step_in_epoch = 0, 0, 0
+    if resume and main:
+        remove_partial_writes(run_dir)
     ckpt_path = latest_checkpoint(run_dir) if resume else None
     if resume and ckpt_path is None and main:
         print(f"note: --resume given but {run_dir} has no checkpoint; starting from scratch", file=sys.stderr)
