@@ -65,6 +65,7 @@ CAPTIONS = {
     "v4": "a woman washes a plate",
     "v5": "a child draws a tree",
 }
+TRAIN = ("v0", "v1", "v2")
 
 
 def _features(rng: np.random.Generator, clips: int, frames: int, regions: int) -> VideoFeatures:
@@ -114,6 +115,17 @@ def bench(tmp_path_factory) -> tuple[Benchmark, FeatureStore]:
     captions = {**CAPTIONS, "missing_video": "nobody is here"}
     rows += [f"ret{i},msr{i},{v},{captions[v]}" for i, v in enumerate([*VIDEOS, "missing_video"])]
     csv.write_text("\n".join(rows) + "\n")  # "missing_video" has no features: skipped and reported
+    # Training split for fine-tuning: v0, v1, v2, two captions each.
+    (csv.parent / "MSRVTT_train.9k.csv").write_text("video_id\nv0\nv1\nv2\n")
+    data = {
+        "videos": [{"video_id": v, "start time": 0.0, "end time": 10.0, "split": "train" if v in TRAIN else "test"} for v in VIDEOS],
+        "sentences": [
+            {"video_id": v, "caption": text, "sen_id": 2 * k + n}
+            for k, v in enumerate(TRAIN)
+            for n, text in enumerate([CAPTIONS[v], CAPTIONS[v].replace("a ", "one ")])
+        ],
+    }
+    (csv.parent / "MSRVTT_data.json").write_text(json.dumps(data))
     return Benchmark(root), FeatureStore(root / "store")
 
 
@@ -292,3 +304,35 @@ def test_feature_width_mismatch_names_the_field(model, tmp_path):
     assembler = ClipAssembler(FeatureStore(tmp_path / "store"), WordTokenizer())
     with pytest.raises(pv.PaddleVideoRetrievalError, match=r"'w0'.*'region_features' has width 32.*expects 64"):
         pv.gallery_scores(model, assembler, ["a cat"], [retrieval.Clip("w0")], progress=False)
+
+
+def test_finetune_in_paddlevideo_layout(model, bench):
+    import copy
+
+    benchmark, store = bench
+    assembler = ClipAssembler(store, WordTokenizer())
+    captions = pv.encode_captions(WordTokenizer(), [CAPTIONS[v] for v in TRAIN])
+    videos = [pv.video_input_from_features(store[v], video_id=v) for v in TRAIN]
+
+    def mean_match(m) -> float:
+        return float(pv.score_matrix(m, captions, videos, progress=False).mean())
+
+    # Only true pairs (negatives=0): every label is "matched" (class 0, PaddleVideo's convention),
+    # so fine-tuning must raise P(matched); with the classes swapped it would fall.
+    positives = copy.deepcopy(model)
+    settings = retrieval.RetrievalSettings(layout="paddlevideo", steps=6, lr=3e-3, train_batch=3, negatives=0, seed=0)
+    log = retrieval.finetune(positives, assembler, benchmark, settings)
+    assert len(log.losses) == 6 and all(np.isfinite(log.losses))
+    assert not positives.training  # back in eval mode
+    before, after = mean_match(model), mean_match(positives)
+    assert after > before + 0.1, (before, after)
+    assert log.losses[-1] < log.losses[0]
+
+    # With negatives (label 1 = a caption of another video) the loss is the 2-way cross-entropy.
+    mixed = copy.deepcopy(model)
+    settings = retrieval.RetrievalSettings(layout="paddlevideo", steps=3, lr=1e-4, train_batch=2, negatives=1, seed=1)
+    log = retrieval.finetune(mixed, assembler, benchmark, settings)
+    assert len(log.losses) == 3 and all(0.0 < loss < 5.0 for loss in log.losses)
+    assert not torch.equal(mixed.cls.seq_relationship.weight, model.cls.seq_relationship.weight)
+    with pytest.raises(pv.PaddleVideoRetrievalError, match="paddlevideo model"):
+        pv.finetune(torch.nn.Linear(2, 2), assembler, benchmark, settings)

@@ -238,6 +238,10 @@ def finetune_matching(model: Any, assembler: ClipAssembler, pairs: Sequence[tupl
 
 def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: RetrievalSettings) -> TrainLog:
     """Fine-tune on the MSR-VTT training split (paper "ActBERT +FT")."""
+    if settings.layout == "paddlevideo":
+        from actbert.tasks import retrieval_paddlevideo
+
+        return retrieval_paddlevideo.finetune(model, assembler, bench, settings)
     pairs = msrvtt_training_pairs(bench, assembler)
     torch.manual_seed(settings.seed)
     return finetune_matching(

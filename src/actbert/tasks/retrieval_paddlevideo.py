@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actbert.models.paddlevideo import PADDING_ID, PaddleVideoActBert, matched_probability
+from actbert.models.paddlevideo import MATCHED_CLASS, PADDING_ID, PaddleVideoActBert, matched_probability
 
 MAX_TEXT_LEN = 36
 MAX_REGIONS = 35  # plus the global slot
@@ -184,6 +184,24 @@ def _stack(items: Sequence[Any], name: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([getattr(item, name) for item in items]))
 
 
+def model_inputs(captions: Sequence[CaptionInput], videos: Sequence[VideoInput], device: str | torch.device = "cpu") -> list[torch.Tensor]:
+    """Row ``i`` = ``captions[i]`` with ``videos[i]`` -> the 8 positional inputs of
+    :class:`PaddleVideoActBert` (``text_ids [B, 36]`` ... ``action_mask [B, 5]``)."""
+    return [
+        t.to(device)
+        for t in (
+            _stack(captions, "text_ids"),
+            _stack(videos, "action_feat"),
+            _stack(videos, "image_feat"),
+            _stack(videos, "image_loc"),
+            _stack(captions, "token_type_ids"),
+            _stack(captions, "text_mask"),
+            _stack(videos, "image_mask"),
+            _stack(videos, "action_mask"),
+        )
+    ]
+
+
 @torch.no_grad()
 def match_probabilities(
     model: PaddleVideoActBert,
@@ -280,6 +298,54 @@ def gallery_scores(
     return score_matrix(model, captions, videos, batch_size, device, progress)
 
 
+def finetune(model: PaddleVideoActBert, assembler: Any, bench: Any, settings: Any) -> Any:
+    """``retrieval --layout paddlevideo`` fine-tuning on the MSR-VTT training split ("+FT").
+
+    Each step takes ``settings.train_batch`` (video, caption) training pairs labelled
+    :data:`~actbert.models.paddlevideo.MATCHED_CLASS` (0) and ``settings.negatives`` captions of
+    other videos per pair labelled 1 -- PaddleVideo's ``next_sentence_label`` convention -- and
+    minimises the cross-entropy of ``seq_relationship_score`` (no ignored labels, so Paddle's and
+    PyTorch's mean agree). The whole model trains (AdamW, ``settings.lr``, ``settings.steps``).
+    Returns the :class:`~actbert.tasks.common.TrainLog`.
+    """
+    import torch.nn.functional as F
+
+    from actbert.tasks.common import train_loop
+    from actbert.tasks.retrieval import msrvtt_training_pairs
+
+    if not isinstance(model, PaddleVideoActBert):
+        raise PaddleVideoRetrievalError(f"layout 'paddlevideo' fine-tuning needs a paddlevideo model, got {type(model).__name__}")
+    pairs = msrvtt_training_pairs(bench, assembler)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    device = next(model.parameters()).device
+    videos: dict[str, VideoInput] = {}
+
+    def video(video_id: str) -> VideoInput:
+        if video_id not in videos:
+            videos[video_id] = video_input_from_features(assembler.video(video_id), video_id=video_id)
+        return videos[video_id]
+
+    def loss_at(step: int) -> torch.Tensor:
+        texts, rows, labels = [], [], []
+        for i in rng.choice(len(pairs), size=min(settings.train_batch, len(pairs)), replace=False):
+            video_id, caption = pairs[i]
+            texts.append(caption)
+            rows.append(video(video_id))
+            labels.append(MATCHED_CLASS)
+            for _ in range(settings.negatives):
+                j = int(rng.integers(len(pairs)))
+                while pairs[j][0] == video_id:  # msrvtt_training_pairs guarantees a second video
+                    j = int(rng.integers(len(pairs)))
+                texts.append(pairs[j][1])
+                rows.append(rows[-1])
+                labels.append(1 - MATCHED_CLASS)
+        logits = model(*model_inputs(encode_captions(assembler.tokenizer, texts), rows, device)).seq_relationship_score
+        return F.cross_entropy(logits.float(), torch.tensor(labels, device=logits.device))
+
+    return train_loop(model.parameters(), loss_at, settings.steps, settings.lr, desc="paddlevideo retrieval fine-tune", modules=[model])
+
+
 def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEXT_LEN) -> list[CaptionInput]:
     """Tokenise captions with the project's tokenizer (``encode``, ``cls_id``, ``sep_id``)."""
     out = []
@@ -300,8 +366,10 @@ __all__ = [
     "VideoInput",
     "caption_input",
     "encode_captions",
+    "finetune",
     "gallery_scores",
     "match_probabilities",
+    "model_inputs",
     "score_matrix",
     "video_input",
     "video_input_from_features",
