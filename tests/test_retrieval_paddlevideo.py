@@ -336,3 +336,26 @@ def test_finetune_in_paddlevideo_layout(model, bench):
     assert not torch.equal(mixed.cls.seq_relationship.weight, model.cls.seq_relationship.weight)
     with pytest.raises(pv.PaddleVideoRetrievalError, match="paddlevideo model"):
         pv.finetune(torch.nn.Linear(2, 2), assembler, benchmark, settings)
+
+
+def test_paddle_record_to_store_rebuilds_the_port_layout(tmp_path):
+    """Arrays of one record of the port's MSR-VTT test features -> store -> the port's layout."""
+    rng = np.random.default_rng(4)
+    n, w, h = 40, 320.0, 240.0
+    feats = rng.normal(size=(n, REGION_DIM)).astype(np.float32)
+    x1, y1 = rng.uniform(0, 200, n), rng.uniform(0, 150, n)
+    boxes = np.stack([x1, y1, x1 + 50, y1 + 30], axis=1).astype(np.float32)
+    acts = rng.normal(size=(3, ACTION_DIM)).astype(np.float32)
+    schema = StoreSchema(action_dim=ACTION_DIM, region_dim=REGION_DIM, num_region_classes=1, num_actions=1,
+                         region_classes=["none"], action_vocab=["none"], max_regions=48)
+    FeatureStoreWriter(tmp_path, schema).write("msr7", pv.features_from_paddle_record(feats, boxes, w, h, acts, 48, "msr7"))
+    video = pv.video_input_from_features(FeatureStore(tmp_path)["msr7"], video_id="msr7")
+    np.testing.assert_allclose(video.image_feat[0], feats.sum(axis=0) / n, atol=1e-5)
+    np.testing.assert_array_equal(video.image_feat[1:], feats[:35])
+    expected_loc = np.stack([x1 / w, y1 / h, (x1 + 50) / w, (y1 + 30) / h, np.full(n, 50 * 30 / (w * h))], axis=1)
+    np.testing.assert_allclose(video.image_loc[1:], expected_loc[:35], atol=1e-6)
+    assert video.image_mask.tolist() == [1] * 36
+    np.testing.assert_array_equal(video.action_feat[:3], acts)
+    assert video.action_mask.tolist() == [1] * 5
+    with pytest.raises(pv.PaddleVideoRetrievalError, match=r"'msr8'.*'features' has 40 regions"):
+        pv.features_from_paddle_record(feats, boxes, w, h, acts, 32, "msr8")

@@ -180,6 +180,63 @@ def video_input_from_features(
     return layout
 
 
+def features_from_paddle_record(
+    features: np.ndarray,
+    boxes: np.ndarray,
+    image_w: float,
+    image_h: float,
+    action_features: np.ndarray,
+    max_regions: int,
+    video_id: str = "",
+) -> Any:
+    """One video of PaddleVideo's MSR-VTT test features -> a feature-store record.
+
+    ``features [N, Fv]`` region features, ``boxes [N, 4]`` pixels ``x1, y1, x2, y2`` in an
+    ``image_w x image_h`` frame, ``action_features [A, Fa]`` (the fields of the port's per-video
+    record, exported to arrays). The record holds one frame at t = 0 with the N regions (``N <=
+    max_regions``, the store's ``max_regions``) and one 1-second clip per action feature, so that
+    :func:`video_input_from_features` rebuilds the port's layout: global slot = mean of the N
+    regions, the first 35 regions, locations ``(x1/W, y1/H, x2/W, y2/H, area/(W*H))``, up to 5
+    actions. Class distributions and action targets are not part of the port's test data: they are
+    stored as zeros (a store with ``num_region_classes = num_actions = 1``).
+    """
+    from actbert.data.store import VideoFeatures
+
+    where = f"video {video_id!r}" if video_id else "video"
+    feats = np.asarray(features, np.float32)
+    box = np.asarray(boxes, np.float32)
+    acts = np.asarray(action_features, np.float32)
+    if feats.ndim != 2 or box.shape != (feats.shape[0], 4):
+        raise PaddleVideoRetrievalError(f"{where}: features {feats.shape} / boxes {box.shape}: expected [N, Fv] and [N, 4]")
+    if not 0 < feats.shape[0] <= max_regions:
+        raise PaddleVideoRetrievalError(f"{where}: field 'features' has {feats.shape[0]} regions; expected 1..{max_regions} (max_regions)")
+    if acts.ndim != 2 or acts.shape[0] == 0:
+        raise PaddleVideoRetrievalError(f"{where}: field 'action_features' has shape {acts.shape}, expected [A >= 1, Fa]")
+    if not (float(image_w) > 0 and float(image_h) > 0):
+        raise PaddleVideoRetrievalError(f"{where}: image_w / image_h must be positive, got {image_w} x {image_h}")
+    w, h = float(image_w), float(image_h)
+    n, r = feats.shape[0], int(max_regions)
+    region_features = np.zeros((1, r, feats.shape[1]), np.float32)
+    region_boxes = np.zeros((1, r, 4), np.float32)
+    region_locations = np.zeros((1, r, 5), np.float32)
+    region_features[0, :n] = feats
+    region_boxes[0, :n] = box
+    region_locations[0, :n, :4] = box / np.array([w, h, w, h], np.float32)
+    region_locations[0, :n, 4] = (box[:, 3] - box[:, 1]) * (box[:, 2] - box[:, 0]) / (w * h)
+    starts = np.arange(acts.shape[0], dtype=np.float64)
+    return VideoFeatures(
+        clip_times=np.stack([starts, starts + 1.0], axis=1),
+        action_features=acts,
+        action_targets=np.zeros((acts.shape[0], 1), np.float32),
+        frame_times=np.zeros(1, np.float64),
+        region_features=region_features,
+        region_boxes=region_boxes,
+        region_locations=region_locations,
+        region_class_probs=np.zeros((1, r, 1), np.float32),
+        region_counts=np.array([n], np.int64),
+    )
+
+
 def _stack(items: Sequence[Any], name: str) -> torch.Tensor:
     return torch.from_numpy(np.stack([getattr(item, name) for item in items]))
 
@@ -366,6 +423,7 @@ __all__ = [
     "VideoInput",
     "caption_input",
     "encode_captions",
+    "features_from_paddle_record",
     "finetune",
     "gallery_scores",
     "match_probabilities",
