@@ -1,0 +1,481 @@
+"""Video captioning on YouCook2 (ActBERT 4.2.2, Table 1): BLEU-3, BLEU-4, METEOR, ROUGE-L, CIDEr.
+
+As in the paper, the pretrained **action** stream is the video encoder and the region stream is not
+used ("we do not use the regional object transformer"): a YouCook2 segment becomes its store clips
+(``ClipAssembler.span_clips(..., regions=False)``) with the empty text ``[CLS] [SEP]``, and the
+action-stream outputs ``[B, La, Dv]`` (``[ACT]`` per clip + ``[SEP]``, padding masked) are the
+memory of a small transformer decoder (:class:`CaptionDecoder`):
+
+* words: the tokenizer's WordPiece vocabulary; the decoder's word table is initialised from the
+  model's text word embeddings when the widths agree (``width=0`` = the text width), and its
+  output layer is tied to that table (+ a bias);
+* memory: ``Linear(Dv -> width)``; ``layers`` x ``nn.TransformerDecoderLayer`` (pre-norm, GELU);
+* sequence: ``[CLS] w1 .. wn [SEP]`` -- ``[CLS]`` starts a caption, ``[SEP]`` ends it.
+
+Fine-tuning (``finetune``) trains decoder and encoder together with teacher-forced cross-entropy
+(label smoothing optional) on the *training* segments, the encoder at a lower learning rate
+(``encoder_lr``); evaluation (``evaluate``) decodes every *validation* segment (greedy for
+``beam_size=1``, else beam search with length normalisation ``score / len**length_penalty``) and
+scores the detokenised captions with pycocoevalcap (``actbert.metrics.caption_metrics``). Special
+tokens other than ``[SEP]`` are never generated and ``[SEP]`` not as the first word (no empty
+captions).
+
+**Primary metric: CIDEr.** It is the paper's last column and the one that rewards getting the
+content words (ingredient, action) right through its TF-IDF weighting; BLEU-4 needs a 4-gram match
+and is 0 or near 0 for most clips of a small validation set, so it separates models less.
+
+The fine-tuned model is a :class:`Captioner` (the ActBERT model + the decoder): ``finetune``
+returns it inside a :class:`CaptionTrainLog`; ``evaluate`` takes it. ``save_captioner`` /
+``load_captioner`` keep it on disk (``encoder/`` = ``save_pretrained`` folder, ``decoder.json`` +
+``decoder.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from actbert.data import readers
+from actbert.metrics.captioning import caption_metrics
+from actbert.tasks.common import (
+    Benchmark,
+    ClipAssembler,
+    TaskError,
+    TrainLog,
+    autocast,
+    batched,
+    encoder_of,
+    make_record,
+    train_loop,
+)
+
+TASK = "captioning"
+PRIMARY = "CIDEr"
+REPORTED = ("BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")  # the columns of the paper's Table 1
+
+
+@dataclass
+class CaptioningSettings:
+    batch_size: int = 32  # clips per encoder forward pass when decoding
+    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    max_clips: int = 0  # 0 = every validation segment; else the first N (budgeted runs say so)
+    # decoder
+    width: int = 0  # 0 = the model's text width (word table copied from the text stream)
+    layers: int = 2
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    max_caption_len: int = 20  # word pieces, [SEP] included
+    init_word_embeddings: bool = True
+    # fine-tuning on the training segments (paper: Adam, lr 1e-3, batch 128, 40k iterations)
+    steps: int = 200
+    lr: float = 1e-3  # decoder
+    encoder_lr: float = 5e-5  # the pretrained encoder, fine-tuned gently
+    train_batch: int = 16
+    label_smoothing: float = 0.1
+    seed: int = 0
+    # decoding and scoring
+    beam_size: int = 3  # 1 = greedy
+    length_penalty: float = 0.6  # beam hypotheses ranked by log p / len**length_penalty
+    meteor: bool = True  # METEOR 1.5 runs in Java; without Java it is reported as None
+    num_examples: int = 5
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    vocab_size: int
+    width: int
+    memory_width: int
+    layers: int = 2
+    heads: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    max_len: int = 20
+    bos_id: int = 101
+    eos_id: int = 102
+    pad_id: int = 0
+
+
+class CaptionDecoder(nn.Module):
+    """``tokens [B, T]`` + ``memory [B, La, Dv]`` (+ ``memory_mask [B, La]`` True = real) -> logits ``[B, T, V]``.
+
+    Causal self-attention over the caption so far, cross-attention to the projected video memory.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        if config.width % config.heads:
+            raise TaskError(f"captioning settings: heads={config.heads} does not divide the decoder width {config.width}")
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.width)
+        self.position_embeddings = nn.Embedding(config.max_len + 1, config.width)
+        self.embedding_norm = nn.LayerNorm(config.width)
+        self.memory_projection = nn.Linear(config.memory_width, config.width)
+        layer = nn.TransformerDecoderLayer(
+            config.width, config.heads, config.ff_mult * config.width, config.dropout, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.layers = nn.TransformerDecoder(layer, config.layers, norm=nn.LayerNorm(config.width))
+        self.output_bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.dropout = nn.Dropout(config.dropout)
+        nn.init.normal_(self.word_embeddings.weight, std=0.02)
+        nn.init.normal_(self.position_embeddings.weight, std=0.02)
+
+    def forward(self, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        T = tokens.shape[1]
+        if T > self.config.max_len + 1:
+            raise TaskError(f"caption decoder: {T} tokens exceed max_len+1={self.config.max_len + 1}")
+        positions = torch.arange(T, device=tokens.device)
+        x = self.word_embeddings(tokens) + self.position_embeddings(positions)[None]
+        x = self.dropout(self.embedding_norm(x))
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=tokens.device), diagonal=1)  # True = may not attend
+        mem = self.memory_projection(memory.to(self.memory_projection.weight.dtype))
+        h = self.layers(
+            x,
+            mem,
+            tgt_mask=causal,
+            tgt_key_padding_mask=None if token_mask is None else ~token_mask.bool(),
+            memory_key_padding_mask=~memory_mask.bool(),
+        )
+        return h @ self.word_embeddings.weight.T + self.output_bias  # tied output layer
+
+
+class Captioner(nn.Module):
+    """The ActBERT model (its action stream encodes the video) + a :class:`CaptionDecoder`."""
+
+    def __init__(self, model: nn.Module, decoder: CaptionDecoder):
+        super().__init__()
+        self.model = model
+        self.decoder = decoder
+
+    @property
+    def encoder(self) -> nn.Module:
+        return encoder_of(self.model)
+
+    def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action-stream memory ``[B, La, Dv]`` and its mask ``[B, La]`` (region stream skipped)."""
+        out = self.encoder(batch, use_regions=False)
+        return out.action, batch.action_mask.bool()
+
+    def forward(self, batch, tokens: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        memory, memory_mask = self.encode(batch)
+        return self.decoder(tokens, memory, memory_mask, token_mask)
+
+
+def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettings) -> Captioner:
+    """A fresh decoder on top of ``model`` (word table copied from the text stream where widths agree)."""
+    encoder = encoder_of(model)
+    mcfg = encoder.config
+    text_width = int(getattr(mcfg, "text_hidden_size"))
+    width = settings.width or text_width
+    config = DecoderConfig(
+        vocab_size=int(tokenizer.vocab_size),
+        width=int(width),
+        memory_width=int(getattr(mcfg, "visual_hidden_size")),
+        layers=settings.layers,
+        heads=settings.heads,
+        ff_mult=settings.ff_mult,
+        dropout=settings.dropout,
+        max_len=settings.max_caption_len,
+        bos_id=int(tokenizer.cls_id),
+        eos_id=int(tokenizer.sep_id),
+        pad_id=int(tokenizer.pad_id),
+    )
+    torch.manual_seed(settings.seed)
+    decoder = CaptionDecoder(config)
+    words = encoder.text_embeddings.word_embeddings.weight
+    if settings.init_word_embeddings and width == text_width and words.shape[0] == config.vocab_size:
+        with torch.no_grad():
+            decoder.word_embeddings.weight.copy_(words.detach().float())
+    return Captioner(model, decoder).eval()
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class CaptionClip:
+    video_id: str
+    start: float
+    end: float
+    sentence: str
+    name: str
+
+
+def youcook2_clips(bench: Benchmark, assembler: ClipAssembler, subset: str) -> tuple[list[CaptionClip], list[dict[str, str]]]:
+    """Segments of ``subset`` ("training" / "validation") whose video has features; and the skipped ones."""
+    videos = readers.read_youcook2(bench.require(bench.youcook2, "YouCook2"), subset=subset)
+    clips, skipped = [], []
+    for s in readers.youcook2_segments(videos):
+        name = f"{s.video_id}#{s.segment_id}"
+        if s.video_id in assembler:
+            clips.append(CaptionClip(s.video_id, s.start, s.end, s.sentence, name))
+        else:
+            skipped.append({"clip": name, "error": "video not in the feature store"})
+    return clips, skipped
+
+
+def caption_targets(tokenizer: Any, sentences: Sequence[str], max_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher forcing: inputs ``[CLS] w..`` and targets ``w.. [SEP]`` (long ``[B, T]``), mask ``[B, T]``.
+
+    Captions are cut to ``max_len - 1`` pieces so that ``[SEP]`` always fits.
+    """
+    seqs = [tokenizer.encode(s)[: max_len - 1] for s in sentences]
+    T = max(len(s) for s in seqs) + 1
+    inputs = torch.full((len(seqs), T), int(tokenizer.pad_id), dtype=torch.long)
+    targets = torch.full((len(seqs), T), -100, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        inputs[i, : len(s) + 1] = torch.tensor([tokenizer.cls_id] + s, dtype=torch.long)
+        targets[i, : len(s) + 1] = torch.tensor(s + [tokenizer.sep_id], dtype=torch.long)
+    return inputs, targets, targets != -100
+
+
+def clip_batch(assembler: ClipAssembler, clips: Sequence[CaptionClip]):
+    """Encoder input for ``clips``: action units of each span, no regions, text ``[CLS] [SEP]``."""
+    return assembler.collate([assembler.sample(assembler.span_clips(c.video_id, c.start, c.end, regions=False), []) for c in clips])
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+@dataclass
+class CaptionTrainLog(TrainLog):
+    captioner: Captioner | None = None
+
+
+def caption_loss(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[CaptionClip], label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean teacher-forced cross-entropy over the caption pieces of ``clips`` (``[SEP]`` included)."""
+    tok = assembler.tokenizer
+    inputs, targets, mask = caption_targets(tok, [c.sentence for c in clips], captioner.decoder.config.max_len)
+    logits = captioner(clip_batch(assembler, clips), inputs, mask)  # [B, T, V]
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
+
+
+def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings) -> CaptionTrainLog:
+    """Train a decoder (and the encoder, at ``encoder_lr``) on the YouCook2 training segments.
+
+    ``model``: the ActBERT model (a fresh decoder is built) or a :class:`Captioner` (trained further).
+    Returns the loss log with ``.captioner`` set: pass it to :func:`evaluate`.
+    """
+    captioner = model if isinstance(model, Captioner) else build_captioner(model, assembler.tokenizer, settings)
+    clips, _ = youcook2_clips(bench, assembler, "training")
+    if not clips:
+        raise TaskError(f"{bench.youcook2}: no training segment has features in {assembler.store_name}")
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+
+    def loss_at(step: int) -> torch.Tensor:
+        idx = rng.choice(len(clips), size=min(settings.train_batch, len(clips)), replace=False)
+        with autocast(settings.dtype):
+            return caption_loss(captioner, assembler, [clips[i] for i in idx], settings.label_smoothing)
+
+    groups = [
+        {"params": list(captioner.decoder.parameters()), "lr": settings.lr},
+        {"params": list(captioner.encoder.parameters()), "lr": settings.encoder_lr},
+    ]
+    log = train_loop(groups, loss_at, settings.steps, settings.lr, desc="captioning fine-tune", modules=[captioner])
+    return CaptionTrainLog(losses=log.losses, seconds=log.seconds, captioner=captioner.eval())
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _banned_ids(tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    """Ids never generated: every special token except ``[SEP]`` (which ends a caption)."""
+    ids = set(int(i) for i in tokenizer.special_ids) | {int(getattr(tokenizer, "unk_id", tokenizer.pad_id))}
+    ids.discard(int(tokenizer.sep_id))
+    return torch.tensor(sorted(i for i in ids if 0 <= i < vocab_size), dtype=torch.long)
+
+
+def _step_log_probs(decoder: CaptionDecoder, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, first: bool) -> torch.Tensor:
+    """Log-probabilities of the next piece ``[B, V]`` after ``tokens [B, t]``."""
+    logp = F.log_softmax(decoder(tokens, memory, memory_mask)[:, -1].float(), dim=-1)
+    logp[:, banned] = -torch.inf
+    if first:  # no empty captions
+        logp[:, decoder.config.eos_id] = -torch.inf
+    return logp
+
+
+@torch.no_grad()
+def greedy_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, max_len: int | None = None) -> list[list[int]]:
+    """Argmax decoding for a batch: piece ids per clip (no ``[CLS]``/``[SEP]``)."""
+    cfg = decoder.config
+    max_len = max_len or cfg.max_len
+    B = memory.shape[0]
+    tokens = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=memory.device)
+    done = torch.zeros(B, dtype=torch.bool, device=memory.device)
+    for t in range(max_len):
+        nxt = _step_log_probs(decoder, tokens, memory, memory_mask, banned, first=t == 0).argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, cfg.eos_id), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        done |= nxt == cfg.eos_id
+        if bool(done.all()):
+            break
+    out = []
+    for row in tokens[:, 1:].tolist():
+        out.append(row[: row.index(cfg.eos_id)] if cfg.eos_id in row else row)
+    return out
+
+
+@torch.no_grad()
+def beam_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None) -> list[int]:
+    """Beam search for one clip (``memory [1, La, Dv]``): the best hypothesis' piece ids.
+
+    Each step extends every live hypothesis, keeps the ``beam_size`` best of all extensions by
+    total log-probability; those ending in ``[SEP]`` are finished. The answer is the finished (or,
+    at ``max_len``, live) hypothesis with the highest ``log p / len**length_penalty``. With
+    ``beam_size=1`` this is exactly greedy decoding.
+    """
+    cfg = decoder.config
+    max_len = max_len or cfg.max_len
+    if beam_size < 1:
+        raise TaskError(f"captioning settings: beam_size must be >= 1, got {beam_size}")
+    alive: list[tuple[list[int], float]] = [([cfg.bos_id], 0.0)]
+    finished: list[tuple[list[int], float]] = []
+    for t in range(max_len):
+        tokens = torch.tensor([seq for seq, _ in alive], dtype=torch.long, device=memory.device)
+        k = len(alive)
+        logp = _step_log_probs(decoder, tokens, memory.expand(k, -1, -1), memory_mask.expand(k, -1), banned, first=t == 0)
+        total = torch.tensor([s for _, s in alive], dtype=torch.float32)[:, None] + logp  # [k, V]
+        best = torch.topk(total.flatten(), beam_size)
+        vocab = total.shape[1]
+        survivors = []
+        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
+            if score == -torch.inf:
+                continue
+            b, token = divmod(int(flat), vocab)
+            seq = alive[b][0] + [token]
+            (finished if token == cfg.eos_id else survivors).append((seq, score))
+        alive = survivors
+        if not alive:
+            break
+    finished.extend(alive)
+
+    def normalised(h: tuple[list[int], float]) -> float:
+        return h[1] / (len(h[0]) - 1) ** length_penalty
+
+    seq = max(finished, key=normalised)[0][1:]
+    return seq[:-1] if seq and seq[-1] == cfg.eos_id else seq
+
+
+@torch.no_grad()
+def generate(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[CaptionClip], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 32, dtype: str = "fp32", progress: bool = True) -> list[str]:
+    """Detokenised captions for ``clips`` (greedy for ``beam_size=1``, else beam search)."""
+    captioner.eval()
+    tok = assembler.tokenizer
+    banned = _banned_ids(tok, captioner.decoder.config.vocab_size)
+    texts: list[str] = []
+    bar = tqdm(total=len(clips), desc="captioning decode", unit="clip", leave=False, disable=not progress)
+    for chunk in batched(list(clips), batch_size):
+        batch = clip_batch(assembler, chunk)
+        with autocast(dtype):
+            memory, mask = captioner.encode(batch)
+            memory = memory.float()
+            if beam_size == 1:
+                ids = greedy_decode(captioner.decoder, memory, mask, banned)
+            else:
+                ids = [beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size, length_penalty) for i in range(len(chunk))]
+        texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
+        bar.update(len(chunk))
+    bar.close()
+    return texts
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model: Captioner, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings, variant: str = "") -> list[dict]:
+    """One record: captions of the YouCook2 validation segments scored against their sentences.
+
+    ``model`` must be a fine-tuned :class:`Captioner` (``finetune(...).captioner`` or ``load_captioner``).
+    """
+    if not isinstance(model, Captioner):
+        raise TaskError("captioning: evaluate needs a Captioner (the ActBERT model + a trained decoder); run captioning.finetune first")
+    start = time.perf_counter()
+    clips, skipped = youcook2_clips(bench, assembler, "validation")
+    if settings.max_clips:
+        clips = clips[: settings.max_clips]
+    if not clips:
+        raise TaskError(f"{bench.youcook2}: no validation segment has features in {assembler.store_name}")
+    predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype)
+    scores = caption_metrics({c.name: p for c, p in zip(clips, predictions)}, {c.name: [c.sentence] for c in clips}, meteor=settings.meteor)
+    all_scores = scores.to_dict()
+    metrics = {name: all_scores[name] for name in REPORTED}
+    notes = list(scores.notes)
+    if settings.max_clips:
+        notes.append(f"limited to the first {len(clips)} validation segments (max_clips={settings.max_clips})")
+    if skipped:
+        notes.append(f"{len(skipped)} segment(s) skipped: no features")
+    decoding = "greedy" if settings.beam_size == 1 else f"beam {settings.beam_size}"
+    notes.append(f"decoder: {model.decoder.config.layers} layers, width {model.decoder.config.width}; {decoding}; action stream only (no regions)")
+    return [
+        make_record(
+            TASK,
+            "youcook2",
+            f"validation segments, {decoding}",
+            metrics,
+            PRIMARY,
+            variant=variant,
+            settings=asdict(settings),
+            seconds=time.perf_counter() - start,
+            notes=notes,
+            extra={
+                "other_metrics": {k: all_scores[k] for k in ("BLEU-1", "BLEU-2")},
+                "tokenizer": scores.tokenizer,
+                "examples": [{"clip": c.name, "prediction": p, "reference": c.sentence} for c, p in list(zip(clips, predictions))[: settings.num_examples]],
+                "predictions": {c.name: p for c, p in zip(clips, predictions)},
+                "skipped": skipped,
+            },
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def save_captioner(captioner: Captioner, out_dir: str | os.PathLike) -> Path:
+    """``out_dir/encoder/`` (the model's ``save_pretrained`` folder) + ``decoder.json`` + ``decoder.safetensors``."""
+    from actbert.utils.io import atomic_save_file, atomic_write_json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    captioner.model.save_pretrained(out / "encoder")
+    atomic_write_json(out / "decoder.json", asdict(captioner.decoder.config))
+    atomic_save_file({k: v.detach().contiguous() for k, v in captioner.decoder.state_dict().items()}, out / "decoder.safetensors")
+    return out
+
+
+def load_captioner(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Captioner:
+    """Inverse of :func:`save_captioner` (no pickle: JSON + safetensors)."""
+    from safetensors.torch import load_file
+
+    from actbert.tasks.common import load_model
+
+    root = Path(model_dir)
+    config_path = root / "decoder.json"
+    try:
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+        config = DecoderConfig(**data)
+    except FileNotFoundError:
+        raise TaskError(f"{config_path}: not found (not a save_captioner folder)") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise TaskError(f"{config_path}: not a caption decoder config ({exc})") from None
+    decoder = CaptionDecoder(config)
+    weights_path = root / "decoder.safetensors"
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except FileNotFoundError:
+        raise TaskError(f"{weights_path}: not found") from None
+    missing, unexpected = decoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise TaskError(f"{weights_path}: tensors do not match the decoder (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return Captioner(load_model(root / "encoder", device), decoder.to(device)).eval()

@@ -1,0 +1,169 @@
+"""Captioning (tasks/captioning.py) on the tiny synthetic benchmark with a planted feature store:
+decoder shapes, teacher forcing, fine-tuning lowers the loss, greedy == beam 1, beam search on a
+hand-built case, records, save/load, malformed annotations."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from helpers_planted_store import tiny_model, write_planted_store
+
+from actbert.data.readers import ReaderError
+from actbert.tasks import captioning as cap
+from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.text.tokenizer import load_tokenizer
+
+FAST = dict(meteor=False, dropout=0.0, train_batch=8, lr=3e-3, steps=30, beam_size=2, max_caption_len=12)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def store(synth_tiny, tmp_path_factory):
+    return write_planted_store(synth_tiny, tmp_path_factory.mktemp("cap_store") / "store")
+
+
+@pytest.fixture(scope="module")
+def assembler(store, tokenizer):
+    return ClipAssembler(store, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def trained(store, tokenizer, assembler, synth_tiny):
+    """A captioner fine-tuned for a few steps on the tiny training segments (shared)."""
+    model = tiny_model(store, tokenizer)
+    log = cap.finetune(model, assembler, Benchmark(synth_tiny), cap.CaptioningSettings(**FAST))
+    return log
+
+
+def test_decoder_shapes_and_teacher_forcing(store, tokenizer, assembler, synth_tiny):
+    captioner = cap.build_captioner(tiny_model(store, tokenizer), tokenizer, cap.CaptioningSettings(**FAST))
+    model = captioner.model
+    # word table copied from the text stream (same width), output layer tied to it
+    assert torch.equal(captioner.decoder.word_embeddings.weight, model.actbert.text_embeddings.word_embeddings.weight)
+    clips, skipped = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
+    assert clips and not skipped
+    batch = cap.clip_batch(assembler, clips[:3])
+    memory, mask = captioner.encode(batch)
+    assert memory.shape == (*batch.action_token_ids.shape, model.config.visual_hidden_size)
+    assert mask.dtype == torch.bool and mask.sum() == batch.action_mask.sum()
+    assert batch.region_mask.sum() == (batch.region_token_ids == tokenizer.sep_id).sum()  # no region content
+    inputs, targets, tmask = cap.caption_targets(tokenizer, ["stir the bowl", "a very long caption " * 10], max_len=12)
+    pieces = tokenizer.encode("stir the bowl")
+    assert inputs[0, : len(pieces) + 1].tolist() == [tokenizer.cls_id] + pieces
+    assert targets[0, : len(pieces) + 1].tolist() == pieces + [tokenizer.sep_id]
+    assert targets[0, len(pieces) + 1 :].eq(-100).all() and inputs.shape[1] == 12
+    assert targets[1, -1] == tokenizer.sep_id  # cut to max_len - 1 pieces, [SEP] kept
+    logits = captioner(batch, inputs[:1].expand(3, -1), tmask[:1].expand(3, -1))
+    assert logits.shape == (3, 12, tokenizer.vocab_size)
+    # causal: changing a later input token leaves earlier outputs unchanged
+    changed = inputs[:1].expand(3, -1).clone()
+    changed[:, 3] = tokenizer.encode("onion")[0]
+    logits2 = captioner(batch, changed, tmask[:1].expand(3, -1))
+    assert torch.allclose(logits[:, :3], logits2[:, :3], atol=1e-5) and not torch.allclose(logits[:, 3:], logits2[:, 3:])
+
+
+def test_finetuning_lowers_the_loss(trained):
+    losses = trained.losses
+    assert len(losses) == FAST["steps"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0
+    assert isinstance(trained.captioner, cap.Captioner) and not trained.captioner.training
+
+
+def test_greedy_equals_beam_one_and_captions_are_text(trained, assembler, synth_tiny, tokenizer):
+    captioner = trained.captioner
+    clips, _ = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
+    greedy = cap.generate(captioner, assembler, clips, beam_size=1, batch_size=4, progress=False)
+    banned = cap._banned_ids(tokenizer, tokenizer.vocab_size)
+    memory, mask = captioner.encode(cap.clip_batch(assembler, clips))
+    batched_ids = cap.greedy_decode(captioner.decoder, memory, mask, banned)
+    for i in range(len(clips)):
+        one = cap.beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size=1)
+        assert one == batched_ids[i]
+        assert one and len(one) <= captioner.decoder.config.max_len
+        assert not set(one) & set(banned.tolist()) and tokenizer.sep_id not in one
+    assert greedy == [tokenizer.decode(ids).strip() for ids in batched_ids]
+    beam = cap.generate(captioner, assembler, clips, beam_size=3, progress=False)
+    for text in greedy + beam:
+        assert isinstance(text, str) and text and "[" not in text
+
+
+class TableDecoder(nn.Module):
+    """Decoder stub: next-token probabilities depend only on the last token (a hand-built table)."""
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int = 6):
+        super().__init__()
+        self.config = cap.DecoderConfig(vocab_size=vocab, width=2, memory_width=2, max_len=4, bos_id=1, eos_id=2, pad_id=0)
+        self.logits = torch.full((vocab, vocab), -30.0)
+        for prev, row in table.items():
+            for tok, p in row.items():
+                self.logits[prev, tok] = float(np.log(p))
+
+    def forward(self, tokens, memory, memory_mask, token_mask=None):
+        return self.logits[tokens]
+
+
+def test_beam_search_finds_the_better_caption_greedy_misses():
+    # BOS -> A .6 / B .4; A -> EOS .35 (best) ...; B -> EOS .9.  Greedy: "A" (p .21); beam 2: "B" (p .36)
+    A, B, C, EOS = 3, 4, 5, 2
+    dec = TableDecoder({1: {A: 0.6, B: 0.4}, A: {EOS: 0.35, A: 0.25, B: 0.2, C: 0.2}, B: {EOS: 0.9, C: 0.1}, C: {EOS: 1.0}})
+    memory, mask = torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool)
+    banned = torch.tensor([0, 1])
+    assert cap.greedy_decode(dec, memory, mask, banned) == [[A]]
+    assert cap.beam_decode(dec, memory, mask, banned, beam_size=1, length_penalty=0.0) == [A]
+    assert cap.beam_decode(dec, memory, mask, banned, beam_size=2, length_penalty=0.0) == [B]
+    # EOS is never the first word, banned ids never appear, max_len bounds the caption
+    loop = TableDecoder({1: {EOS: 0.9, A: 0.1}, A: {A: 1.0}})
+    assert cap.greedy_decode(loop, memory, mask, banned) == [[A] * 4]
+    assert cap.beam_decode(loop, memory, mask, banned, beam_size=3) == [A] * 4
+
+
+def test_evaluate_record_and_save_load(trained, assembler, synth_tiny, tmp_path):
+    settings = cap.CaptioningSettings(**{**FAST, "num_examples": 2})
+    bench = Benchmark(synth_tiny)
+    records = cap.evaluate(trained.captioner, assembler, bench, settings, variant="tiny")
+    assert len(records) == 1
+    r = records[0]
+    assert (r["task"], r["dataset"], r["primary"], r["variant"]) == ("captioning", "youcook2", "CIDEr", "tiny")
+    assert list(r["metrics"]) == ["BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
+    assert r["metrics"]["METEOR"] is None and any("METEOR" in n for n in r["notes"])
+    assert r["metrics"]["CIDEr"] >= 0 and 0 <= r["metrics"]["ROUGE-L"] <= 100
+    assert len(r["examples"]) == 2 and all(isinstance(e["prediction"], str) and e["reference"] for e in r["examples"])
+    database = json.loads(bench.youcook2.read_text())["database"]
+    expected = [f"{v}#{a['id']}" for v, e in database.items() if e["subset"] == "validation" for a in e["annotations"]]
+    assert list(r["predictions"]) == expected  # every validation segment, file order
+    json.dumps(r)
+    # a bare ActBERT model has no decoder
+    with pytest.raises(TaskError, match="finetune"):
+        cap.evaluate(trained.captioner.model, assembler, bench, settings)
+    # save / load: same captions
+    cap.save_captioner(trained.captioner, tmp_path / "captioner")
+    loaded = cap.load_captioner(tmp_path / "captioner")
+    clips, _ = cap.youcook2_clips(bench, assembler, "validation")
+    assert cap.generate(loaded, assembler, clips[:4], 2, progress=False) == cap.generate(trained.captioner, assembler, clips[:4], 2, progress=False)
+    (tmp_path / "captioner" / "decoder.json").write_text("{\"vocab\": 3}")
+    with pytest.raises(TaskError, match=re.escape(str(tmp_path / "captioner" / "decoder.json"))):
+        cap.load_captioner(tmp_path / "captioner")
+
+
+def test_malformed_annotations_name_the_file(store, tokenizer, assembler, synth_tiny, tmp_path):
+    shutil.copytree(synth_tiny / "annotations", tmp_path / "annotations")
+    bench = Benchmark(tmp_path)
+    data = json.loads(bench.youcook2.read_text())
+    video = next(v for v in data["database"].values() if v["subset"] == "training")
+    video["annotations"][0]["segment"] = [5.0, 1.0]
+    bench.youcook2.write_text(json.dumps(data))
+    with pytest.raises(ReaderError, match=re.escape(str(bench.youcook2)) + r".*segment.*before start"):
+        cap.finetune(tiny_model(store, tokenizer), assembler, bench, cap.CaptioningSettings(**FAST))
+    with pytest.raises(TaskError, match="YouCook2 annotation file not found"):
+        cap.finetune(tiny_model(store, tokenizer), assembler, Benchmark(tmp_path / "nowhere"), cap.CaptioningSettings(**FAST))
