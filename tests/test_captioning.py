@@ -93,6 +93,11 @@ def test_greedy_equals_beam_one_and_captions_are_text(trained, assembler, synth_
         assert one and len(one) <= captioner.decoder.config.max_len
         assert not set(one) & set(banned.tolist()) and tokenizer.sep_id not in one
     assert greedy == [tokenizer.decode(ids).strip() for ids in batched_ids]
+    assert cap.beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size=1) == batched_ids
+    # batched beam search decodes each clip as if alone
+    beams = cap.beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size=3)
+    for i in range(len(clips)):
+        assert beams[i] == cap.beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size=3)
     beam = cap.generate(captioner, assembler, clips, beam_size=3, progress=False)
     for text in greedy + beam:
         assert isinstance(text, str) and text and "[" not in text

@@ -327,44 +327,56 @@ def greedy_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: to
 
 
 @torch.no_grad()
-def beam_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None) -> list[int]:
-    """Beam search for one clip (``memory [1, La, Dv]``): the best hypothesis' piece ids.
+def beam_decode_batch(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None) -> list[list[int]]:
+    """Beam search for a batch of clips (``memory [B, La, Dv]``): the best hypothesis' piece ids per clip.
 
-    Each step extends every live hypothesis, keeps the ``beam_size`` best of all extensions by
-    total log-probability; those ending in ``[SEP]`` are finished. The answer is the finished (or,
-    at ``max_len``, live) hypothesis with the highest ``log p / len**length_penalty``. With
+    Per clip, each step extends every live hypothesis and keeps the ``beam_size`` best of all
+    extensions by total log-probability; those ending in ``[SEP]`` are finished and leave the beam
+    (their slot is dead, score -inf). The answer is the finished (or, at ``max_len``, live)
+    hypothesis with the highest ``log p / len**length_penalty`` (``len`` counts ``[SEP]``). With
     ``beam_size=1`` this is exactly greedy decoding.
     """
     cfg = decoder.config
     max_len = max_len or cfg.max_len
     if beam_size < 1:
         raise TaskError(f"captioning settings: beam_size must be >= 1, got {beam_size}")
-    alive: list[tuple[list[int], float]] = [([cfg.bos_id], 0.0)]
-    finished: list[tuple[list[int], float]] = []
+    B, K = memory.shape[0], beam_size
+    mem, mem_mask = memory.repeat_interleave(K, dim=0), memory_mask.repeat_interleave(K, dim=0)  # [B*K, La, Dv]
+    tokens = torch.full((B * K, 1), cfg.bos_id, dtype=torch.long, device=memory.device)
+    scores = torch.full((B, K), -torch.inf)
+    scores[:, 0] = 0.0  # one live hypothesis ([CLS]) per clip at the start
+    finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
     for t in range(max_len):
-        tokens = torch.tensor([seq for seq, _ in alive], dtype=torch.long, device=memory.device)
-        k = len(alive)
-        logp = _step_log_probs(decoder, tokens, memory.expand(k, -1, -1), memory_mask.expand(k, -1), banned, first=t == 0)
-        total = torch.tensor([s for _, s in alive], dtype=torch.float32)[:, None] + logp  # [k, V]
-        best = torch.topk(total.flatten(), beam_size)
-        vocab = total.shape[1]
-        survivors = []
-        for score, flat in zip(best.values.tolist(), best.indices.tolist()):
-            if score == -torch.inf:
-                continue
-            b, token = divmod(int(flat), vocab)
-            seq = alive[b][0] + [token]
-            (finished if token == cfg.eos_id else survivors).append((seq, score))
-        alive = survivors
-        if not alive:
+        logp = _step_log_probs(decoder, tokens, mem, mem_mask, banned, first=t == 0).cpu()  # [B*K, V]
+        vocab = logp.shape[1]
+        total = (scores.reshape(-1, 1) + logp).reshape(B, K * vocab)
+        top = torch.topk(total, K, dim=1)
+        source, token = top.indices // vocab, top.indices % vocab  # [B, K]
+        rows = (torch.arange(B)[:, None] * K + source).flatten()
+        tokens = torch.cat([tokens[rows], token.flatten()[:, None].to(tokens.device)], dim=1)
+        scores = top.values.clone()
+        ended = (token == cfg.eos_id) & torch.isfinite(scores)
+        for b, j in ended.nonzero().tolist():
+            finished[b].append((tokens[b * K + j, 1:].tolist(), float(scores[b, j])))
+        scores[token == cfg.eos_id] = -torch.inf
+        if not torch.isfinite(scores).any():
             break
-    finished.extend(alive)
+    for b, j in torch.isfinite(scores).nonzero().tolist():  # still live at max_len
+        finished[b].append((tokens[b * K + j, 1:].tolist(), float(scores[b, j])))
 
     def normalised(h: tuple[list[int], float]) -> float:
-        return h[1] / (len(h[0]) - 1) ** length_penalty
+        return h[1] / len(h[0]) ** length_penalty
 
-    seq = max(finished, key=normalised)[0][1:]
-    return seq[:-1] if seq and seq[-1] == cfg.eos_id else seq
+    out = []
+    for hyps in finished:
+        seq = max(hyps, key=normalised)[0]
+        out.append(seq[:-1] if seq and seq[-1] == cfg.eos_id else seq)
+    return out
+
+
+def beam_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None) -> list[int]:
+    """:func:`beam_decode_batch` for one clip (``memory [1, La, Dv]``)."""
+    return beam_decode_batch(decoder, memory, memory_mask, banned, beam_size, length_penalty, max_len)[0]
 
 
 @torch.no_grad()
@@ -383,7 +395,7 @@ def generate(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[Cap
             if beam_size == 1:
                 ids = greedy_decode(captioner.decoder, memory, mask, banned)
             else:
-                ids = [beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size, length_penalty) for i in range(len(chunk))]
+                ids = beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size, length_penalty)
         texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
         bar.update(len(chunk))
     bar.close()
