@@ -1,0 +1,195 @@
+"""Pretraining step throughput and model FLOP utilisation (MFU) of the tiny / small / base presets.
+
+One step = forward + backward of :class:`~actbert.models.actbert.ActBertForPretraining` (all four
+losses) + gradient clipping + AdamW, exactly as in ``actbert.train.loop``, on a batch with the
+preset's layout (``clips_per_sample`` clips, text filling ``max_text_len``, ``max_regions_per_frame``
+regions per clip, ``train.batch_size`` rows unless ``--batch-size`` says otherwise).
+
+FLOPs are counted, not estimated: ``torch.utils.flop_counter.FlopCounterMode`` records every matmul,
+linear and attention kernel of one forward + backward (element-wise ops and the optimiser are not
+counted, as usual for MFU). MFU = counted FLOPs per step / measured step time / the machine's bf16
+matmul peak, which this script measures in the same run (best of several large bf16 matmuls, before
+and after the steps, so both see the same machine load). The fp32 peak is measured too and printed
+for reference (fp32 rows also show their utilisation of the fp32 peak).
+
+    python benchmarks/train_step.py                           # all presets, fp32 and bf16
+    python benchmarks/train_step.py --presets base --dtypes bf16 --batch-size base=32 --steps 3
+
+Figures depend on the machine and on whatever else runs on it; quote them with that caveat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from actbert.models.actbert import random_batch
+from actbert.models.pretrained import create_model, load_model_config, preset_path
+
+
+def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> tuple[float, float]:
+    """Best FLOP/s of ``[size, size] @ [size, size]`` in ``dtype`` over ``repeats`` timed runs:
+    (by wall-clock time, by CPU time per thread)."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)  # warm-up (kernel selection, page faults)
+    best = best_cpu = float("inf")
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+        best_cpu = min(best_cpu, (time.process_time() - start_cpu) / torch.get_num_threads())
+    return 2.0 * size**3 / best, 2.0 * size**3 / best_cpu
+
+
+def preset_shapes(preset: str) -> dict:
+    import yaml
+
+    data = yaml.safe_load(preset_path(preset).read_text())
+    d, t = data.get("data", {}), data.get("train", {})
+    clips = int(d.get("clips_per_sample", 10))
+    text_len = int(d.get("max_text_len", 128))
+    return {
+        "clips": clips,
+        "words_per_clip": max(1, (text_len - 1) // clips - 1),  # [CLS] + clips x (words + [SEP]) <= max_text_len
+        "regions_per_clip": int(d.get("max_regions_per_frame", 5)) * int(d.get("frames_per_clip", 1)),
+        "batch_size": int(t.get("batch_size", 8)),
+    }
+
+
+def build_optimizer(model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=1e-4, fused=fused or None)
+
+
+def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, warmup: int, fused: bool,
+                 model_overrides: list[str] = ()) -> dict:
+    config = load_model_config(preset, ["text_init=null", *model_overrides])  # weights do not change the speed
+    shapes = preset_shapes(preset)
+    b = batch_size or shapes["batch_size"]
+    torch.manual_seed(0)
+    model = create_model(config, heads=True, verbose=False).train()
+    batch = random_batch(config, batch_size=b, clips=shapes["clips"], words_per_clip=shapes["words_per_clip"],
+                         regions_per_clip=shapes["regions_per_clip"], seed=0)
+    optimizer = build_optimizer(model, fused)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out = model(batch)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    times, cpu_times = [], []
+    for _ in range(steps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step()
+        times.append(time.perf_counter() - start)
+        cpu_times.append((time.process_time() - start_cpu) / torch.get_num_threads())
+
+    counter = FlopCounterMode(display=False)
+    optimizer.zero_grad(set_to_none=True)
+    with counter:
+        with autocast:
+            out = model(batch)
+        out.loss.backward()
+    flops = counter.get_total_flops()
+    seconds = statistics.median(times)
+    tokens = int(batch.text_mask.sum() + batch.action_mask.sum() + batch.region_mask.sum())
+    return {
+        "preset": preset,
+        "dtype": dtype,
+        "batch": b,
+        "model_overrides": list(model_overrides),
+        "lengths": [int(batch.input_ids.shape[1]), int(batch.action_token_ids.shape[1]), int(batch.region_token_ids.shape[1])],
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "step_s": seconds,
+        "step_s_all": times,
+        "step_cpu_s": statistics.median(cpu_times),
+        "achieved_gflops_cpu": flops / statistics.median(cpu_times) / 1e9,
+        "samples_per_s": b / seconds,
+        "tokens_per_s": tokens / seconds,
+        "gflop_per_step": flops / 1e9,
+        "achieved_gflops": flops / seconds / 1e9,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--batch-size", nargs="*", default=["base=8"], metavar="PRESET=B",
+                        help="per-preset batch size (default: the preset's train.batch_size; base=8 to keep "
+                             "`make bench` short on a CPU)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
+    parser.add_argument("--no-fused", action="store_true", help="use the for-each AdamW instead of the fused one")
+    parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmuls that measure the peak")
+    parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="model-section overrides, e.g. hidden_dropout=0 attention_dropout=0 (for investigation)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    sizes = {}
+    for item in args.batch_size:
+        name, _, value = item.partition("=")
+        sizes[name] = int(value)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
+          f"load average {os.getloadavg()[0]:.1f} (a shared machine inflates step times)", file=sys.stderr)
+    peaks = {"bf16": [measure_matmul_peak(torch.bfloat16, args.peak_size, 8)],
+             "fp32": [measure_matmul_peak(torch.float32, args.peak_size, 3)]}
+    rows = []
+    for preset in args.presets:
+        for dtype in args.dtypes:
+            row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, not args.no_fused, args.model_set)
+            rows.append(row)
+            print(f"  {preset:5s} {dtype}: {row['step_s']:.3f} s/step", file=sys.stderr)
+    peaks["bf16"].append(measure_matmul_peak(torch.bfloat16, args.peak_size, 8))
+    peaks["fp32"].append(measure_matmul_peak(torch.float32, args.peak_size, 3))
+    peak = {k: (max(p[0] for p in v), max(p[1] for p in v)) for k, v in peaks.items()}
+    for row in rows:
+        row["mfu_bf16_peak"] = row["achieved_gflops"] * 1e9 / peak["bf16"][0]
+        row["mfu_bf16_peak_cpu"] = row["achieved_gflops_cpu"] * 1e9 / peak["bf16"][1]
+        row["util_fp32_peak"] = row["achieved_gflops"] * 1e9 / peak["fp32"][0] if row["dtype"] == "fp32" else None
+
+    def show(kind: str) -> str:
+        runs = ", ".join(f"{p[0] / 1e9:.0f}" for p in peaks[kind])
+        return f"{kind} {peak[kind][0] / 1e9:.0f} GFLOP/s wall (runs: {runs}), {peak[kind][1] / 1e9:.0f} GFLOP/s per CPU-second"
+
+    print(f"\nmeasured matmul peak ({args.peak_size}^3, {torch.get_num_threads()} threads): {show('bf16')}; {show('fp32')}")
+    if args.model_set:
+        print(f"model overrides: {' '.join(args.model_set)}")
+    header = ("| preset | dtype | batch | lengths t/a/r | params (M) | s/step | samples/s | GFLOP/step | GFLOP/s | "
+              "MFU (bf16 peak) | MFU by CPU time | of fp32 peak |")
+    print(header)
+    print("|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|")
+    for r in rows:
+        fp32 = f"{100 * r['util_fp32_peak']:.1f}%" if r["util_fp32_peak"] is not None else "-"
+        print(f"| {r['preset']} | {r['dtype']} | {r['batch']} | {'/'.join(map(str, r['lengths']))} | {r['params_m']:.1f} | "
+              f"{r['step_s']:.3f} | {r['samples_per_s']:.1f} | {r['gflop_per_step']:.1f} | {r['achieved_gflops']:.0f} | "
+              f"{100 * r['mfu_bf16_peak']:.1f}% | {100 * r['mfu_bf16_peak_cpu']:.1f}% | {fp32} |")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"peaks_gflops_wall_cpu": {k: [[p[0] / 1e9, p[1] / 1e9] for p in v] for k, v in peaks.items()}, "rows": rows,
+                       "threads": torch.get_num_threads(), "torch": torch.__version__}, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
