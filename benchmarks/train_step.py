@@ -10,10 +10,13 @@ linear and attention kernel of one forward + backward (element-wise ops and the 
 counted, as usual for MFU). MFU = counted FLOPs per step / measured step time / the machine's bf16
 matmul peak, which this script measures in the same run (best of several large bf16 matmuls, before
 and after the steps, so both see the same machine load). The fp32 peak is measured too and printed
-for reference (fp32 rows also show their utilisation of the fp32 peak).
+for reference (fp32 rows also show their utilisation of the fp32 peak). "MFU by CPU time" uses the
+process's CPU time per thread instead of wall time, for the steps and the peak alike, which discounts
+the time the process waited for a core on a shared machine.
 
     python benchmarks/train_step.py                           # all presets, fp32 and bf16
     python benchmarks/train_step.py --presets base --dtypes bf16 --batch-size base=32 --steps 3
+    python benchmarks/train_step.py --presets base --set model.hidden_dropout=0 model.attention_dropout=0
 
 Figures depend on the machine and on whatever else runs on it; quote them with that caveat.
 """
@@ -32,7 +35,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from actbert.models.actbert import random_batch
-from actbert.models.pretrained import create_model, load_model_config, preset_path
+from actbert.models.pretrained import create_model
+from actbert.train.config import PretrainConfig, load_pretrain_config
+from actbert.train.loop import build_optimizer
 
 
 def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> tuple[float, float]:
@@ -50,38 +55,25 @@ def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> tuple[fl
     return 2.0 * size**3 / best, 2.0 * size**3 / best_cpu
 
 
-def preset_shapes(preset: str) -> dict:
-    import yaml
+def load_preset(preset: str, overrides: list[str] = ()) -> PretrainConfig:
+    """The preset's full pretraining config (model, data shapes, optimiser, batch size) plus overrides.
 
-    data = yaml.safe_load(preset_path(preset).read_text())
-    d, t = data.get("data", {}), data.get("train", {})
-    clips = int(d.get("clips_per_sample", 10))
-    text_len = int(d.get("max_text_len", 128))
-    return {
-        "clips": clips,
-        "words_per_clip": max(1, (text_len - 1) // clips - 1),  # [CLS] + clips x (words + [SEP]) <= max_text_len
-        "regions_per_clip": int(d.get("max_regions_per_frame", 5)) * int(d.get("frames_per_clip", 1)),
-        "batch_size": int(t.get("batch_size", 8)),
-    }
+    No data or text checkpoint is read: the batch is synthetic and weights do not change the speed.
+    """
+    return load_pretrain_config(preset, ["data.random=true", "model.text_init=null", *overrides])
 
 
-def build_optimizer(model: torch.nn.Module, fused: bool) -> torch.optim.Optimizer:
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=1e-4, fused=fused or None)
-
-
-def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, warmup: int, fused: bool,
-                 model_overrides: list[str] = ()) -> dict:
-    config = load_model_config(preset, ["text_init=null", *model_overrides])  # weights do not change the speed
-    shapes = preset_shapes(preset)
-    b = batch_size or shapes["batch_size"]
+def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, warmup: int, overrides: list[str] = ()) -> dict:
+    cfg = load_preset(preset, overrides)
+    config, d = cfg.model, cfg.data
+    b = batch_size or cfg.train.batch_size
     torch.manual_seed(0)
     model = create_model(config, heads=True, verbose=False).train()
-    batch = random_batch(config, batch_size=b, clips=shapes["clips"], words_per_clip=shapes["words_per_clip"],
-                         regions_per_clip=shapes["regions_per_clip"], seed=0)
-    optimizer = build_optimizer(model, fused)
+    # the preset's layout: clips_per_sample clips, text filling max_text_len, max_regions_per_frame regions per frame
+    batch = random_batch(config, batch_size=b, clips=d.clips_per_sample,
+                         words_per_clip=max(1, (d.max_text_len - 1) // d.clips_per_sample - 1),
+                         regions_per_clip=d.max_regions_per_frame * d.frames_per_clip, seed=0)
+    optimizer = build_optimizer(model, cfg)  # the training loop's AdamW (fused unless optim.fused=false)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
 
     def step() -> None:
@@ -89,7 +81,8 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
         with autocast:
             out = model(batch)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
 
     for _ in range(warmup):
@@ -114,7 +107,7 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
         "preset": preset,
         "dtype": dtype,
         "batch": b,
-        "model_overrides": list(model_overrides),
+        "overrides": list(overrides),
         "lengths": [int(batch.input_ids.shape[1]), int(batch.action_token_ids.shape[1]), int(batch.region_token_ids.shape[1])],
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "step_s": seconds,
@@ -137,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
                              "`make bench` short on a CPU)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads")
-    parser.add_argument("--no-fused", action="store_true", help="use the for-each AdamW instead of the fused one")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: one core's step time against one core's peak, a ratio "
+                             "that stays meaningful on a shared machine; use the core count on a dedicated one)")
     parser.add_argument("--peak-size", type=int, default=4096, help="side of the square matmuls that measure the peak")
-    parser.add_argument("--model-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="model-section overrides, e.g. hidden_dropout=0 attention_dropout=0 (for investigation)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.hidden_dropout=0 model.attention_dropout=0 optim.fused=false")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for preset in args.presets:
         for dtype in args.dtypes:
-            row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, not args.no_fused, args.model_set)
+            row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, args.overrides)
             rows.append(row)
             print(f"  {preset:5s} {dtype}: {row['step_s']:.3f} s/step", file=sys.stderr)
     peaks["bf16"].append(measure_matmul_peak(torch.bfloat16, args.peak_size, 8))
@@ -173,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return f"{kind} {peak[kind][0] / 1e9:.0f} GFLOP/s wall (runs: {runs}), {peak[kind][1] / 1e9:.0f} GFLOP/s per CPU-second"
 
     print(f"\nmeasured matmul peak ({args.peak_size}^3, {torch.get_num_threads()} threads): {show('bf16')}; {show('fp32')}")
-    if args.model_set:
-        print(f"model overrides: {' '.join(args.model_set)}")
+    if args.overrides:
+        print(f"overrides: {' '.join(args.overrides)}")
     header = ("| preset | dtype | batch | lengths t/a/r | params (M) | s/step | samples/s | GFLOP/step | GFLOP/s | "
               "MFU (bf16 peak) | MFU by CPU time | of fp32 peak |")
     print(header)

@@ -66,6 +66,7 @@ class OptimConfig:
     schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warm-up, to min_lr_ratio * lr at max_steps
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
+    fused: bool = True  # fused AdamW kernel (CPU and CUDA); false = the for-each implementation
 
 
 @dataclass
