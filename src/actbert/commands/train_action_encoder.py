@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--schedule", default="cosine", choices=["cosine", "constant"], help="learning-rate schedule over the run's steps")
     parser.add_argument("--num-frames", type=int, default=32, help="frames per clip window (paper: 32)")
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the clip window (paper: 8)")
     parser.add_argument("--clip-size", type=int, default=112, help="side of the square crop in pixels")
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,
+        schedule=args.schedule,
         num_frames=args.num_frames,
         fps=args.fps,
         clip_size=args.clip_size,

@@ -12,7 +12,7 @@ contents are random but *learnable*, so all four pretraining losses can fall:
 * its action feature is a fixed random embedding of the verb plus noise, its action target the
   one-hot verb (a few clips get no verb: all-zero target, like narrations without a verb);
 * every 1 FPS frame of the clip has 1..R regions: the first shows the step's object, the others
-  random objects; a region feature is the object's embedding plus noise and its class distribution
+  objects of the video's pool (a scene keeps its objects); a region feature is the object's embedding plus noise and its class distribution
   a softmax peaked at that object.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same arguments give the same files.
@@ -116,7 +116,9 @@ def write_random_corpus(root: str | os.PathLike, spec: RandomCorpusSpec) -> tupl
         F, R = len(frame_times), spec.max_regions
         clip_of_frame = np.minimum(np.searchsorted(ends, frame_times, side="right"), C - 1)
         counts = rng.integers(1, R + 1, size=F)
-        labels = rng.integers(0, spec.num_region_classes, size=(F, R))
+        # the other regions are the video's own objects, as a real scene keeps its objects in view:
+        # a masked region's class is then predictable from the visible regions and the narration
+        labels = my_objects[rng.integers(0, pool, size=(F, R))]
         labels[:, 0] = step_obj[clip_of_frame]
         valid = np.arange(R)[None, :] < counts[:, None]
         region_features = obj_emb[labels] + spec.noise * rng.standard_normal((F, R, spec.region_dim)).astype(np.float32)

@@ -25,6 +25,7 @@ Folder of a trained encoder (``save_action_encoder``)::
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -364,6 +365,7 @@ class ActionTrainConfig:
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | sgd (momentum 0.9)
     weight_decay: float = 1e-4
+    schedule: str = "cosine"  # constant | cosine (decay to 0 over the run's steps)
     num_frames: int = 32
     fps: float = 8.0
     clip_size: int = 112
@@ -378,6 +380,16 @@ def _optimizer(model: nn.Module, cfg: ActionTrainConfig) -> torch.optim.Optimize
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or sgd")
+
+
+def learning_rate_at(step: int, total_steps: int, cfg: ActionTrainConfig) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): a pure function of the step, so a
+    resumed run follows the same curve as an uninterrupted one."""
+    if cfg.schedule == "constant" or total_steps <= 0:
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant or cosine")
 
 
 def train_action_encoder(
@@ -426,6 +438,8 @@ def train_action_encoder(
     rng = np.random.default_rng(cfg.seed + start_epoch)
     torch.manual_seed(cfg.seed + start_epoch)
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
+    steps_per_epoch = -(-len(windows) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
     for epoch in range(start_epoch, cfg.epochs):
         if cfg.max_steps is not None and step >= cfg.max_steps:
             break
@@ -442,6 +456,8 @@ def train_action_encoder(
             video = clips_to_tensor(clips).to(device)
             logits = model(video)
             loss = soft_target_cross_entropy(logits, targets_t[index].to(device))
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(step, total_steps, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
