@@ -628,6 +628,10 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
     lines.append("- Galleries and test sets are small (tens of clips), so one item moves a metric by several points.")
     lines.append("- The `no pretraining` variant has the same architecture with the text stream still initialised from MiniLM; "
                  "only the ActBERT pretraining (visual streams, tangled layers, heads) is missing.")
+    lines.append("- `pretrained, no region cues`: in the tangled transformer the words see the video only through the "
+                 "action-queried region context c_r (paper 3.2.2), so without regions every clip gets the same matching "
+                 "score for a text. Ties are pessimistic (a tie ranks the true clip last), hence R@K = 0 and "
+                 "matching-based scores at or below chance; the tasks that read the visual outputs (segmentation) still work.")
     for task, by_variant in results.items():
         notes = []
         for variant, entry in by_variant.items():
