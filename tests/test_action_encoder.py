@@ -272,3 +272,19 @@ def test_load_action_encoder_errors_name_the_file(tmp_path, tiny_clips):
         load_action_encoder(out)
     with pytest.raises(ActionEncoderError, match="not found"):
         load_action_encoder(tmp_path / "nowhere")
+
+
+def test_learning_rate_schedule_is_a_function_of_the_step():
+    from actbert.video.action_encoder import learning_rate_at
+
+    cosine = ActionTrainConfig(lr=1e-3, schedule="cosine")
+    assert learning_rate_at(0, 100, cosine) == pytest.approx(1e-3)
+    assert learning_rate_at(50, 100, cosine) == pytest.approx(5e-4)
+    assert learning_rate_at(100, 100, cosine) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_at(150, 100, cosine) == pytest.approx(0.0, abs=1e-12)  # never negative past the end
+    rates = [learning_rate_at(s, 100, cosine) for s in range(101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    constant = ActionTrainConfig(lr=1e-3, schedule="constant")
+    assert {learning_rate_at(s, 100, constant) for s in (0, 37, 100)} == {1e-3}
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate_at(0, 10, ActionTrainConfig(schedule="step"))

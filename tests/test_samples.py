@@ -206,3 +206,21 @@ def test_dataloader_is_deterministic_across_workers_and_resume(corpus, tokenizer
     # another epoch draws other windows / masks / order
     other = _batches(ds, 0, epoch=2)
     assert not all(_same(a, b) for a, b in zip(in_process, other))
+
+
+def test_random_corpus_scene_keeps_the_videos_own_objects(random_corpus):
+    """Every region of a video shows one of the video's steps_per_video objects (so a masked region is
+    predictable from context), and the first region of each frame is the object its narration names."""
+    store_dir, narrations_path = random_corpus
+    store, narrations = FeatureStore(store_dir), read_json(narrations_path)
+    objects = store.schema.region_classes
+    for video_id in store.video_ids():
+        video = store[video_id]
+        valid = np.arange(video.region_class_probs.shape[1])[None, :] < np.asarray(video.region_counts)[:, None]
+        shown = np.asarray(video.region_class_probs).argmax(-1)[valid]
+        assert len(set(shown.tolist())) <= RandomCorpusSpec().steps_per_video
+        ends = np.asarray(video.clip_times)[:, 1]
+        first = np.asarray(video.region_class_probs)[:, 0].argmax(-1)
+        for t, label in zip(np.asarray(video.frame_times), first):
+            clip = min(int(np.searchsorted(ends, t, side="right")), len(ends) - 1)
+            assert narrations[video_id]["text"][clip].endswith(objects[label]) or f" {objects[label]} " in narrations[video_id]["text"][clip]

@@ -81,9 +81,9 @@ PROFILES: dict[str, DemoProfile] = {
         pretrain=["train.max_steps=300", "train.batch_size=16", "optim.lr=2e-4", "optim.warmup_steps=30",
                   "train.log_every=10", "train.checkpoint_every=100", "data.num_workers=0"],
         tasks={
-            "retrieval": {"steps": 60, "max_queries": 40},
-            "captioning": {"steps": 150, "beam_size": 1},
-            "videoqa": {"steps": 60},
+            "retrieval": {"steps": 40, "max_queries": 40},
+            "captioning": {"steps": 100, "beam_size": 1},
+            "videoqa": {"steps": 40},
             "segmentation": {"steps": 80},
             "step_localization": {"units": "clips"},
         },
