@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -150,6 +151,41 @@ def test_negatives_take_text_from_another_video(corpus, tokenizer):
         assert s.match_label == 0.0 and s.text_video_id != s.video_id
     with pytest.raises(CorpusError, match="at least 2 videos"):
         PretrainDataset(corpus, SampleBuilder(corpus, sp, 10, 96), MaskingConfig(), video_ids=corpus.video_ids[:1])
+
+
+class _ShortenedVideos:
+    """The corpus, with some videos cut to their first ``keep`` clips (videos of unequal length)."""
+
+    def __init__(self, corpus, short_ids, keep):
+        self._corpus, self._short, self._keep = corpus, set(short_ids), keep
+
+    def __getattr__(self, name):
+        return getattr(self._corpus, name)
+
+    def __getitem__(self, video_id):
+        clips = self._corpus[video_id]
+        if video_id not in self._short:
+            return clips
+        k = self._keep
+        per_clip = ("clip_times", "action_features", "action_targets", "region_features", "region_locations",
+                    "region_class_probs", "region_valid", "region_frame")
+        return dataclasses.replace(clips, tokens=clips.tokens[:k], **{f: getattr(clips, f)[:k] for f in per_clip})
+
+
+def test_negatives_have_as_many_sentences_as_clips(corpus, tokenizer):
+    """A negative from a shorter video must not be recognisable by counting sentences."""
+    sp = SpecialTokens.from_tokenizer(tokenizer)
+    mixed = _ShortenedVideos(corpus, corpus.video_ids[::2], keep=3)
+    ds = PretrainDataset(mixed, SampleBuilder(mixed, sp, 10, 200), MaskingConfig(negative_probability=0.5), seed=4,
+                         samples_per_video=8)
+    shapes = {0.0: set(), 1.0: set()}
+    for i in range(len(ds)):
+        s = ds[i]
+        sentences = int((s.input_ids == sp.sep_id).sum())
+        actions = int((s.action_token_ids == sp.act_id).sum())
+        assert sentences == actions, (i, s.match_label, sentences, actions)
+        shapes[s.match_label].add(actions)
+    assert shapes[0.0] == shapes[1.0] == {3, 10}  # both labels come in both lengths
 
 
 def test_collate_pads_to_batch_max_or_fixed(corpus, tokenizer):

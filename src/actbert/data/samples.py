@@ -229,7 +229,9 @@ class PretrainDataset(torch.utils.data.Dataset):
     ``default_rng([seed, epoch, i])`` (see module docstring). Call :meth:`set_epoch` before
     creating each epoch's DataLoader iterator (workers copy the dataset when the iterator starts).
     With probability ``masking.negative_probability`` the text is replaced by the text of a
-    random window of another video (match label 0).
+    random window of another video (match label 0), with as many sentences as the sample has clips
+    (the window shrinks when the other video is shorter), so positives and negatives cannot be told
+    apart by their shape.
     """
 
     def __init__(
@@ -273,6 +275,12 @@ class PretrainDataset(torch.utils.data.Dataset):
                 other += 1  # any video but this one
             neg = self.corpus[self.video_ids[other]]
             n_start, n_size = self.builder.random_window(neg, rng, size)
+            if n_size < size:
+                # A shorter video gives fewer sentences. Shrink this video's window to the same number
+                # of clips, else "fewer sentences than clips" would give the label away and the
+                # matching head would learn to count [SEP]s instead of comparing text and video.
+                start += int(rng.integers(0, size - n_size + 1))
+                size = n_size
             text_from = (neg, n_start, n_size)
         sample = self.builder.build(clips, start, size, text_from)
         return mask_sample(sample, rng, self.masking, self.builder.specials)
