@@ -12,8 +12,8 @@ contents are random but *learnable*, so all four pretraining losses can fall:
 * its action feature is a fixed random embedding of the verb plus noise, its action target the
   one-hot verb (a few clips get no verb: all-zero target, like narrations without a verb);
 * every 1 FPS frame of the clip has 1..R regions: the first shows the step's object, the others
-  objects of the video's pool (a scene keeps its objects); a region feature is the object's embedding plus noise and its class distribution
-  a softmax peaked at that object.
+  objects of the video's pool (a scene keeps its objects); a region feature is the object's
+  embedding plus noise and its class distribution a softmax peaked at that object.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same arguments give the same files.
 """
