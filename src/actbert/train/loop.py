@@ -14,7 +14,6 @@ so the losses that follow are the ones an uninterrupted run would have logged (b
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -48,6 +47,7 @@ from actbert.train.checkpoint import (
 from actbert.train.config import PretrainConfig
 from actbert.train.metrics_log import MetricsLog, plot_metrics
 from actbert.utils.io import atomic_write_json, read_json
+from actbert.utils.schedule import lr_factor
 
 
 @dataclass
@@ -116,18 +116,6 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
         n = d.clips_per_sample
         pad_to = (d.max_text_len, n + 1, n * (corpus.regions_per_clip + 1))
     return PretrainData(dataset, Collator(tokenizer.pad_id, pad_to), model_config, failures)
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
-    """Multiplier of the peak learning rate before optimiser step ``step`` (0-based)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    if schedule == "cosine":
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:

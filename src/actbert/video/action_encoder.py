@@ -25,7 +25,6 @@ Folder of a trained encoder (``save_action_encoder``)::
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,6 +37,7 @@ from torchvision.models.video.resnet import BasicBlock, Conv3DSimple, VideoResNe
 
 from actbert.text.verbs import ActionVocabulary, VocabularyError
 from actbert.utils.io import atomic_save_file, atomic_write_json, read_json
+from actbert.utils.schedule import lr_factor
 
 __all__ = [
     "ARCHITECTURES",
@@ -383,13 +383,11 @@ def _optimizer(model: nn.Module, cfg: ActionTrainConfig) -> torch.optim.Optimize
 
 
 def learning_rate_at(step: int, total_steps: int, cfg: ActionTrainConfig) -> float:
-    """The learning rate of optimiser step ``step`` (0-based): a pure function of the step, so a
-    resumed run follows the same curve as an uninterrupted one."""
-    if cfg.schedule == "constant" or total_steps <= 0:
-        return cfg.lr
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant or cosine")
+    """The learning rate of optimiser step ``step`` (0-based): ``cfg.schedule`` (no warm-up) decaying
+    to 0 at ``total_steps``, a pure function of the step so a resumed run follows the same curve."""
+    if cfg.schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; choose constant or cosine")
+    return cfg.lr * lr_factor(step, 0, total_steps, cfg.schedule, 0.0)
 
 
 def train_action_encoder(
