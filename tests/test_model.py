@@ -261,3 +261,30 @@ def test_no_tangled_layers_keeps_streams_apart():
     other = dataclasses.replace(batch, action_features=torch.randn_like(batch.action_features))
     with torch.no_grad():
         torch.testing.assert_close(model(batch).text, model(other).text)
+
+
+def test_match_fusion_reads_the_pooled_video_and_starts_as_a_dot_product():
+    torch.manual_seed(0)
+    assert ActBertForPretraining(tiny_config(match_fusion="cls")).match_head.video_pooler is None
+    model = ActBertForPretraining(tiny_config(match_fusion="mul")).eval()
+    weight = model.match_head.classifier.weight
+    assert bool((weight == weight.flatten()[0]).all()) and float(weight.flatten()[0]) > 0
+    batch = random_batch(model.config, batch_size=3, clips=[3, 2, 1], seed=9)
+    with torch.no_grad():
+        encoded = model.actbert(batch)
+        pooled_video = model.match_head.video_pooler(encoded, batch)
+        dot = (encoded.pooled * pooled_video).sum(-1) * weight.flatten()[0]
+        torch.testing.assert_close(model.match_score(batch), dot)
+
+    # With no tangled layers [CLS] is blind to the video: only the fused head's logit can change
+    # when the video does.
+    blind = tiny_config(text_tangled=[], action_tangled=[], region_tangled=[])
+    other = dataclasses.replace(batch, action_features=torch.randn_like(batch.action_features))
+    for fusion, video_changes_logit in (("cls", False), ("mul", True)):
+        torch.manual_seed(0)
+        head = ActBertForPretraining(dataclasses.replace(blind, match_fusion=fusion)).eval()
+        with torch.no_grad():
+            same = torch.allclose(head.match_score(batch), head.match_score(other), atol=1e-6)
+        assert same is not video_changes_logit, fusion
+    with pytest.raises(ConfigError, match="match_fusion"):
+        load_model_config("tiny", ["match_fusion=sum"])

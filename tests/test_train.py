@@ -286,3 +286,20 @@ def test_minilm_text_checkpoint_loads_into_the_small_w_stream(tmp_path):
     assert report.unexpected == ["vision_tower.proj.weight"]
     assert report.missing == ["actbert.text_encoder.layer.3.output.dense.bias"]
     assert "vision_tower.proj.weight" in str(report) and "layer.3.output.dense.bias" in str(report)
+
+
+def test_matching_path_learns_at_its_own_rate():
+    from actbert.models.actbert import ActBertForPretraining
+    from actbert.train.loop import build_optimizer
+
+    cfg = load_pretrain_config("tiny", ["optim.lr=1e-3", "optim.match_lr_scale=10"])
+    model = ActBertForPretraining(cfg.model)
+    optimizer = build_optimizer(model, cfg)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert len(lr_of) == len(list(model.parameters()))  # every parameter exactly once
+    matching = {id(p) for p in model.matching_parameters()}
+    assert id(model.actbert.pooler.dense.weight) in matching and id(model.match_head.classifier.weight) in matching
+    assert [lr_of[i] for i in matching] == pytest.approx([1e-2] * len(matching))
+    assert {lr for i, lr in lr_of.items() if i not in matching} == {1e-3}
+    with pytest.raises(ConfigError, match="match_lr_scale"):
+        load_pretrain_config("tiny", ["optim.match_lr_scale=0"]).validate()

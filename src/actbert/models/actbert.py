@@ -72,6 +72,7 @@ from actbert.models.tangled import TangledBlock
 VISUAL_TOKENS = ("[PAD]", "[SEP]", "[ACT]", "[REGION]")
 LOCATION_DIM = 5  # x1/W, y1/H, x2/W, y2/H, area fraction
 LOSS_NAMES = ("mlm", "action", "region", "match")
+MATCH_FUSIONS = ("cls", "mul")
 
 
 class BatchError(ValueError):
@@ -121,6 +122,9 @@ class ActBertConfig:
     activation: str = "gelu"
     initializer_range: float = 0.02
     use_regions: bool = True  # False: the region stream is skipped ("without region cues")
+    # what the matching head reads: "cls" = the text [CLS] alone; "mul" = [CLS] x pooled video
+    # (the released implementation's fusion; see CrossModalMatchingHead)
+    match_fusion: str = "mul"
     loss_weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
     # text checkpoint (folder or installed package) loaded by pretrained.create_model; None = random
     text_init: str | None = None
@@ -156,6 +160,8 @@ class ActBertConfig:
                 f"text_tangled {self.text_tangled}, action_tangled {self.action_tangled} and region_tangled "
                 f"{self.region_tangled} must have the same length (one entry per tangled block)",
             )
+        if self.match_fusion not in MATCH_FUSIONS:
+            fail("match_fusion", f"{self.match_fusion!r} is not one of {list(MATCH_FUSIONS)}")
         if self.activation not in ACTIVATIONS:
             fail("activation", f"{self.activation!r} is not one of {sorted(ACTIVATIONS)}")
         for key in ("hidden_dropout", "attention_dropout"):
@@ -452,6 +458,69 @@ class ClassificationHead(nn.Module):
         return self.decoder(self.transform(x))
 
 
+def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``[B, L, D]`` and ``[B, L]`` bool -> mean over the kept positions ``[B, D]`` (0 for a row with none)."""
+    weight = keep.to(x.dtype).unsqueeze(-1)
+    return (x * weight).sum(1) / weight.sum(1).clamp(min=1)
+
+
+class VideoPooler(nn.Module):
+    """``tanh(action(mean h_a) + region(mean h_r))``: the visual streams -> ``[B, Dt]``.
+
+    Means over the real positions of each stream; the region term is left out when the region
+    stream did not run ("without region cues", captioning).
+    """
+
+    def __init__(self, config: ActBertConfig):
+        super().__init__()
+        self.action = nn.Linear(config.visual_hidden_size, config.text_hidden_size)
+        self.region = nn.Linear(config.visual_hidden_size, config.text_hidden_size)
+
+    def forward(self, encoded: ActBertEncoderOutput, batch: ActBertBatch) -> torch.Tensor:
+        x = self.action(masked_mean(encoded.action, batch.action_mask.bool()))
+        if encoded.region is not None:
+            x = x + self.region(masked_mean(encoded.region, batch.region_mask.bool()))
+        return torch.tanh(x)
+
+
+class CrossModalMatchingHead(nn.Module):
+    """The cross-modal matching logit ``[B]`` (higher = the text describes the video).
+
+    ``match_fusion="cls"``: ``classifier(pooled_t)``, the paper's wording (the [CLS] output). In the
+    three-stream layout the [CLS] token sees the video only through the few stacked ``c_r`` keys
+    of the tangled layers, and on the random corpus this head stays at ln 2 for 1,000+ CPU steps
+    (docs/pretraining.md).
+
+    ``match_fusion="mul"``: ``classifier(pooled_t * pooled_v)`` with ``pooled_v`` from
+    :class:`VideoPooler` -- the multiplicative fusion of the stream poolers that the released
+    implementation uses (it adds a third, action-only pooled term, which cannot depend on the text
+    and so carries no matching signal; it is left out here). The product is a direct bilinear
+    text-by-video path, on top of what [CLS] gathers through the tangled layers.
+    """
+
+    def __init__(self, config: ActBertConfig):
+        super().__init__()
+        self.video_pooler = VideoPooler(config) if config.match_fusion == "mul" else None
+        self.classifier = nn.Linear(config.text_hidden_size, 1)
+
+    def init_classifier(self) -> None:
+        """With fusion, start the classifier as a scaled dot product of the two pooled vectors.
+
+        A random classifier makes ``w . (p_t * p_v)`` a random bilinear form whose gradients are
+        small until ``w``, ``p_t`` and ``p_v`` happen to agree; an all-equal ``w`` gives the
+        Hebbian gradient "move p_v towards p_t for matched pairs" from the first step.
+        """
+        if self.video_pooler is not None:
+            nn.init.constant_(self.classifier.weight, 4.0 / self.classifier.in_features**0.5)
+            nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, encoded: ActBertEncoderOutput, batch: ActBertBatch) -> torch.Tensor:
+        pooled = encoded.pooled
+        if self.video_pooler is not None:
+            pooled = pooled * self.video_pooler(encoded, batch)
+        return self.classifier(pooled).squeeze(-1)
+
+
 @dataclass
 class PretrainingOutput:
     loss: torch.Tensor  # [] weighted sum of the four losses
@@ -500,17 +569,22 @@ class ActBertForPretraining(PretrainedModelMixin, nn.Module):
         self.mlm_head = MaskedLanguageModelHead(config, self.actbert.text_embeddings.word_embeddings)
         self.action_head = ClassificationHead(config.visual_hidden_size, config.num_actions, config.activation)
         self.region_head = ClassificationHead(config.visual_hidden_size, config.num_region_classes, config.activation)
-        self.match_head = nn.Linear(config.text_hidden_size, 1)
+        self.match_head = CrossModalMatchingHead(config)
         for head in (self.mlm_head.transform, self.action_head, self.region_head, self.match_head):
             head.apply(lambda m: init_bert_weights(m, config.initializer_range))
+        self.match_head.init_classifier()
+
+    def matching_parameters(self) -> list[nn.Parameter]:
+        """The matching path: the text pooler and the matching head (its video pooler included)."""
+        return [*self.actbert.pooler.parameters(), *self.match_head.parameters()]
 
     def match_score(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
         """Cross-modal matching logit ``[B]`` (higher = the text describes the video)."""
-        return self.match_head(self.actbert(batch, use_regions).pooled).squeeze(-1)
+        return self.match_head(self.actbert(batch, use_regions), batch)
 
     def forward(self, batch: ActBertBatch, use_regions: bool | None = None) -> PretrainingOutput:
         encoded = self.actbert(batch, use_regions)
-        match_logits = self.match_head(encoded.pooled).squeeze(-1)  # [B]
+        match_logits = self.match_head(encoded, batch)  # [B]
         action_logits = self.action_head(encoded.action)  # [B, La, A]
         region_logits = self.region_head(encoded.region) if encoded.region is not None else None
 
@@ -653,6 +727,7 @@ __all__ = [
     "ActBertModel",
     "BatchError",
     "ClassificationHead",
+    "CrossModalMatchingHead",
     "MaskedLanguageModelHead",
     "PretrainingOutput",
     "TextEmbeddings",

@@ -31,6 +31,7 @@ import importlib
 import io
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -550,14 +551,17 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
         if example is None:
             continue
         spans = _youcook2_spans(paths.synth) if record["dataset"] == "youcook2" else None
-        name = f"retrieval_example_{record['dataset']}.png"
+        # zero-shot and fine-tuned records of one dataset each get their own file and title
+        protocol = str(record.get("protocol", ""))
+        slug = re.sub(r"[^a-z0-9]+", "-", f"{record['dataset']} {protocol}".lower()).strip("-")
+        name = f"retrieval_example_{slug}.png"
         try:
             plot_retrieval_example(example, paths.synth, paths.report_dir / name, spans)
         except Exception as exc:  # a plot must never lose the report
             log(f"warning: retrieval example plot failed: {exc}")
             continue
-        plots.append((f"Retrieval example, {record['dataset']} ({example['how_chosen']}; ground truth framed green)", f"report/{name}"))
-        example_text.append(f"- {record['dataset']}: query \"{example['query']}\" -> top 5: "
+        plots.append((f"Retrieval example, {record['dataset']} {protocol} ({example['how_chosen']}; ground truth framed green)", f"report/{name}"))
+        example_text.append(f"- {record['dataset']} ({protocol}): query \"{example['query']}\" -> top 5: "
                             + ", ".join(f"{i['clip']}{' (GT)' if i['is_gt'] else ''}" for i in example["top5"]))
     if plots:
         lines.append("## Plots")

@@ -67,6 +67,9 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     fused: bool = True  # fused AdamW kernel (CPU and CUDA); false = the for-each implementation
+    # learning rate of the matching path (text and video poolers, matching classifier) = match_lr_scale * lr;
+    # it starts from scratch and must move far in a short run (docs/pretraining.md)
+    match_lr_scale: float = 1.0
 
 
 @dataclass
@@ -102,6 +105,8 @@ class PretrainConfig:
                             ("data.clips_per_sample", d.clips_per_sample)):
             if value < 1:
                 raise ConfigError(f"{source}: {name} must be >= 1, got {value}")
+        if not self.optim.match_lr_scale > 0:
+            raise ConfigError(f"{source}: optim.match_lr_scale must be > 0, got {self.optim.match_lr_scale}")
         if d.max_text_len < 1 + 2 * d.clips_per_sample:
             raise ConfigError(f"{source}: data.max_text_len={d.max_text_len} is too short for {d.clips_per_sample} clips")
         return self

@@ -119,14 +119,21 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay."""
+    """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay; the matching path
+    (``model.matching_parameters()``) gets ``optim.match_lr_scale * optim.lr``."""
     o = cfg.optim
-    decay, no_decay = [], []
+    inner = getattr(model, "module", model)  # DDP wraps the model
+    matching = {id(p) for p in inner.matching_parameters()} if hasattr(inner, "matching_parameters") else set()
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True if o.fused else None)
+            decays = not (param.ndim < 2 or "LayerNorm" in name)
+            groups.setdefault((decays, id(param) in matching), []).append(param)
+    param_groups = [
+        {"params": params, "weight_decay": o.weight_decay if decays else 0.0, "lr": o.lr * (o.match_lr_scale if scaled else 1.0)}
+        for (decays, scaled), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+    ]
+    return torch.optim.AdamW(param_groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True if o.fused else None)
 
 
 def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
