@@ -26,6 +26,9 @@ layers. With K = 0 the streams never meet (the text stream is then plain BERT).
 
 Pooled output: ``tanh(dense(text[:, 0]))`` -- the paper applies its matching layer on the [CLS]
 output; the pooler keeps BERT's naming (``pooler.dense``) so BERT's pooler weights load into it.
+The matching head (:class:`CrossModalMatchingHead`) reads it alone (``match_fusion="cls"``) or,
+by default, multiplied by a pooled summary of the visual streams (``"mul"``, the fusion of the
+released implementation), which makes matching learnable in a short run.
 
 Pretraining losses (3.2.3), each averaged over its valid targets and exactly 0 (not NaN) when a
 batch has none:
@@ -37,8 +40,8 @@ batch has none:
   all-zero are skipped).
 * ``region``: masked object classification -- ``KL(p_detector || softmax(z))`` summed over
   classes, averaged over ``region_target_mask``.
-* ``match``: cross-modal matching on [CLS] -- ONE logit, sigmoid / binary cross-entropy against
-  ``match_labels``. :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
+* ``match``: cross-modal matching on [CLS] (fused with the pooled video, see above) -- ONE
+  logit, sigmoid / binary cross-entropy against ``match_labels``. :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
 
 Masked losses count only matched pairs (``match_labels == 1``): for a mismatched pair the text
 does not describe the video, so reconstructing masked words / actions / regions from the other
