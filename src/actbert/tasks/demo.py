@@ -633,9 +633,9 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
     lines.append("- The `no pretraining` variant has the same architecture with the text stream still initialised from MiniLM; "
                  "only the ActBERT pretraining (visual streams, tangled layers, heads) is missing.")
     lines.append("- `pretrained, no region cues`: in the tangled transformer the words see the video only through the "
-                 "action-queried region context c_r (paper 3.2.2), so without regions every clip gets the same matching "
-                 "score for a text. Ties are pessimistic (a tie ranks the true clip last), hence R@K = 0 and "
-                 "matching-based scores at or below chance; the tasks that read the visual outputs (segmentation) still work.")
+                 "action-queried region context c_r (paper 3.2.2), so without regions the text stream is blind to the video; "
+                 "the matching score then comes only from the matching head's product of [CLS] with the pooled action "
+                 "stream (`match_fusion: mul`).")
     for task, by_variant in results.items():
         notes = []
         for variant, entry in by_variant.items():
