@@ -41,7 +41,8 @@ batch has none:
 * ``region``: masked object classification -- ``KL(p_detector || softmax(z))`` summed over
   classes, averaged over ``region_target_mask``.
 * ``match``: cross-modal matching on [CLS] (fused with the pooled video, see above) -- ONE
-  logit, sigmoid / binary cross-entropy against ``match_labels``. :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
+  logit, sigmoid / binary cross-entropy against ``match_labels``.
+  :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
 
 Masked losses count only matched pairs (``match_labels == 1``): for a mismatched pair the text
 does not describe the video, so reconstructing masked words / actions / regions from the other
@@ -514,6 +515,7 @@ class CrossModalMatchingHead(nn.Module):
         Hebbian gradient "move p_v towards p_t for matched pairs" from the first step.
         """
         if self.video_pooler is not None:
+            # 4 / sqrt(D): for unrelated pooled vectors (entries ~ +-0.5) the logit starts near unit scale
             nn.init.constant_(self.classifier.weight, 4.0 / self.classifier.in_features**0.5)
             nn.init.zeros_(self.classifier.bias)
 
