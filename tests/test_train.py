@@ -288,18 +288,25 @@ def test_minilm_text_checkpoint_loads_into_the_small_w_stream(tmp_path):
     assert "vision_tower.proj.weight" in str(report) and "layer.3.output.dense.bias" in str(report)
 
 
-def test_matching_path_learns_at_its_own_rate():
+def test_matching_path_and_visual_streams_learn_at_their_own_rates():
     from actbert.models.actbert import ActBertForPretraining
     from actbert.train.loop import build_optimizer
 
-    cfg = load_pretrain_config("tiny", ["optim.lr=1e-3", "optim.match_lr_scale=10"])
+    cfg = load_pretrain_config("tiny", ["optim.lr=1e-3", "optim.match_lr_scale=10", "optim.visual_lr_scale=0.25"])
     model = ActBertForPretraining(cfg.model)
     optimizer = build_optimizer(model, cfg)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert len(lr_of) == len(list(model.parameters()))  # every parameter exactly once
+    assert optimizer.param_groups[0]["lr"] == 1e-3  # the loop logs group 0's rate
     matching = {id(p) for p in model.matching_parameters()}
+    visual = {id(p) for p in model.visual_stream_parameters()}
     assert id(model.actbert.pooler.dense.weight) in matching and id(model.match_head.classifier.weight) in matching
+    assert all(id(p) in visual for p in model.actbert.action_encoder.parameters())
+    assert id(model.actbert.region_embeddings.feature_projection.weight) in visual and not matching & visual
+    assert not any(id(p) in visual for p in model.actbert.tangled.parameters())  # connectors keep the base rate
     assert [lr_of[i] for i in matching] == pytest.approx([1e-2] * len(matching))
-    assert {lr for i, lr in lr_of.items() if i not in matching} == {1e-3}
-    with pytest.raises(ConfigError, match="match_lr_scale"):
-        load_pretrain_config("tiny", ["optim.match_lr_scale=0"]).validate()
+    assert [lr_of[i] for i in visual] == pytest.approx([2.5e-4] * len(visual))
+    assert {lr for i, lr in lr_of.items() if i not in matching | visual} == {1e-3}
+    for key in ("match_lr_scale", "visual_lr_scale"):
+        with pytest.raises(ConfigError, match=key):
+            load_pretrain_config("tiny", [f"optim.{key}=0"]).validate()

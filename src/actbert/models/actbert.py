@@ -583,6 +583,12 @@ class ActBertForPretraining(PretrainedModelMixin, nn.Module):
         """The matching path: the text pooler and the matching head (its video pooler included)."""
         return [*self.actbert.pooler.parameters(), *self.match_head.parameters()]
 
+    def visual_stream_parameters(self) -> list[nn.Parameter]:
+        """The action and region streams: their embeddings and layers (not the tangled connectors)."""
+        model = self.actbert
+        parts = (model.action_embeddings, model.region_embeddings, model.action_encoder, model.region_encoder)
+        return [p for part in parts for p in part.parameters()]
+
     def match_score(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
         """Cross-modal matching logit ``[B]`` (higher = the text describes the video)."""
         return self.match_head(self.actbert(batch, use_regions), batch)

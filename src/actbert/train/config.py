@@ -70,6 +70,8 @@ class OptimConfig:
     # learning rate of the matching path (text and video poolers, matching classifier) = match_lr_scale * lr;
     # it starts from scratch and must move far in a short run (docs/pretraining.md)
     match_lr_scale: float = 1.0
+    # learning rate of the visual streams (action/region embeddings and layers) = visual_lr_scale * lr
+    visual_lr_scale: float = 1.0
 
 
 @dataclass
@@ -105,8 +107,9 @@ class PretrainConfig:
                             ("data.clips_per_sample", d.clips_per_sample)):
             if value < 1:
                 raise ConfigError(f"{source}: {name} must be >= 1, got {value}")
-        if not self.optim.match_lr_scale > 0:
-            raise ConfigError(f"{source}: optim.match_lr_scale must be > 0, got {self.optim.match_lr_scale}")
+        for key in ("match_lr_scale", "visual_lr_scale"):
+            if not getattr(self.optim, key) > 0:
+                raise ConfigError(f"{source}: optim.{key} must be > 0, got {getattr(self.optim, key)}")
         if d.max_text_len < 1 + 2 * d.clips_per_sample:
             raise ConfigError(f"{source}: data.max_text_len={d.max_text_len} is too short for {d.clips_per_sample} clips")
         return self

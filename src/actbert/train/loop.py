@@ -119,19 +119,26 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
-    """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay; the matching path
-    (``model.matching_parameters()``) gets ``optim.match_lr_scale * optim.lr``."""
+    """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay. Learning rates:
+    the matching path (``model.matching_parameters()``) ``optim.match_lr_scale * optim.lr``, the
+    visual streams (``model.visual_stream_parameters()``) ``optim.visual_lr_scale * optim.lr``, the
+    rest ``optim.lr``."""
     o = cfg.optim
     inner = getattr(model, "module", model)  # DDP wraps the model
-    matching = {id(p) for p in inner.matching_parameters()} if hasattr(inner, "matching_parameters") else set()
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    scale_of: dict[int, float] = {}
+    if hasattr(inner, "visual_stream_parameters"):
+        scale_of.update({id(p): o.visual_lr_scale for p in inner.visual_stream_parameters()})
+    if hasattr(inner, "matching_parameters"):
+        scale_of.update({id(p): o.match_lr_scale for p in inner.matching_parameters()})
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
             decays = not (param.ndim < 2 or "LayerNorm" in name)
-            groups.setdefault((decays, id(param) in matching), []).append(param)
+            groups.setdefault((decays, scale_of.get(id(param), 1.0)), []).append(param)
+    # the base group (decayed, scale 1) first: the loop logs param_groups[0]'s learning rate
+    order = sorted(groups, key=lambda key: (not key[0], key[1] != 1.0, key[1]))
     param_groups = [
-        {"params": params, "weight_decay": o.weight_decay if decays else 0.0, "lr": o.lr * (o.match_lr_scale if scaled else 1.0)}
-        for (decays, scaled), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+        {"params": groups[key], "weight_decay": o.weight_decay if key[0] else 0.0, "lr": o.lr * key[1]} for key in order
     ]
     return torch.optim.AdamW(param_groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True if o.fused else None)
 
