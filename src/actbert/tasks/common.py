@@ -52,6 +52,7 @@ from actbert.data.collate import Collator
 from actbert.data.corpus import Corpus, VideoClips, nearest_frames
 from actbert.data.samples import Sample, SampleBuilder, SpecialTokens
 from actbert.utils.io import atomic_write_json, atomic_write_text
+from actbert.utils.schedule import lr_factor
 
 TASK_NAMES = ("retrieval", "captioning", "videoqa", "segmentation", "step_localization")
 
@@ -402,7 +403,7 @@ def train_loop(
     desc: str = "fine-tune",
     modules: Sequence[torch.nn.Module] = (),
 ) -> TrainLog:
-    """AdamW with linear warm-up then linear decay; ``loss_at(step)`` builds a batch and returns its loss.
+    """AdamW with linear warm-up then linear decay to 0 (``utils.schedule.lr_factor``); ``loss_at(step)`` builds a batch and returns its loss.
 
     ``modules`` are put in train mode for the loop and back to eval mode after it.
     """
@@ -412,9 +413,7 @@ def train_loop(
         return log
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warm = max(1, int(round(warmup * steps)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm)))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, warm, steps, "linear", 0.0))
     flat = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     for m in modules:
         m.train()
