@@ -16,10 +16,12 @@ from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from actbert.errors import ActBertError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(ActBertError):
     """A config file or override that does not match the dataclass schema."""
 
 

@@ -27,10 +27,11 @@ from typing import Any, Iterable, Mapping, Protocol
 
 import numpy as np
 
+from actbert.errors import ActBertError
 from actbert.utils.io import read_json
 
 
-class CorpusError(ValueError):
+class CorpusError(ActBertError):
     """A video that cannot be turned into pretraining clips (missing features, bad narration ...)."""
 
 

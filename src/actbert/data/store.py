@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_bytes, read_json
 
 __all__ = [
@@ -47,11 +48,11 @@ _SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, 
 _NUMPY_TO_SAFETENSORS = {np.dtype(v).name: k for k, v in _SAFETENSORS_DTYPES.items()}
 
 
-class StoreSchemaError(ValueError):
+class StoreSchemaError(ActBertError):
     """A store whose schema (format, version, dimensions, dtype) does not match what is expected."""
 
 
-class FeatureValidationError(ValueError):
+class FeatureValidationError(ActBertError):
     """A record refused at write time (or a corrupt record at read time); names video and field."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from actbert.errors import ActBertError
 
-class MetricInputError(ValueError):
+
+class MetricInputError(ActBertError):
     """Metric input that has no meaningful score: names the argument and what is wrong."""

@@ -15,13 +15,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from actbert.errors import ActBertError
+
 __all__ = ["ACT_TOKEN", "REGION_TOKEN", "TokenizerError", "ActBertTokenizer", "default_tokenizer_path", "load_tokenizer"]
 
 ACT_TOKEN = "[ACT]"
 REGION_TOKEN = "[REGION]"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(ActBertError):
     """A tokenizer path that does not hold a usable BERT vocabulary."""
 
 

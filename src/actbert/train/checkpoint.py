@@ -19,14 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from actbert.errors import CheckpointError  # the package's one checkpoint error (re-exported here)
 from actbert.utils.io import atomic_torch_save, atomic_write_json, read_json
 
 CHECKPOINT_FORMAT = "actbert-pretrain-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used to resume (unreadable, foreign or incompatible)."""
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import torch
 
+from actbert.errors import ActBertError
+
 
 def _atomic_write(path: str | os.PathLike, write) -> Path:
     path = Path(path)
@@ -74,4 +76,4 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        raise ActBertError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from actbert.errors import ActBertError
+
 SCHEDULES = ("linear", "cosine", "constant")
 
 
@@ -12,7 +14,7 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     """Multiplier of the peak learning rate before optimiser step ``step`` (0-based): linear
     warm-up over ``warmup`` steps, then ``schedule`` decay to ``min_ratio`` at step ``total``."""
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        raise ActBertError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":

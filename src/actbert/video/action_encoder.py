@@ -35,6 +35,7 @@ from torch import nn
 from torchvision.models.video import r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple, VideoResNet
 
+from actbert.errors import ActBertError
 from actbert.text.verbs import ActionVocabulary, VocabularyError
 from actbert.utils.io import atomic_save_file, atomic_write_json, read_json
 from actbert.utils.schedule import lr_factor
@@ -68,7 +69,7 @@ ENCODER_FORMAT = "actbert-action-encoder"
 NARROW_WIDTHS = (16, 32, 64, 128)
 
 
-class ActionEncoderError(ValueError):
+class ActionEncoderError(ActBertError):
     """An action-encoder folder or weights file that cannot be used (names the file and the field)."""
 
 

@@ -25,6 +25,8 @@ from typing import Iterator, Sequence
 import av
 import numpy as np
 
+from actbert.errors import ActBertError
+
 __all__ = [
     "VideoDecodeError",
     "VideoInfo",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(ActBertError):
     """A file that cannot be decoded as a video. ``path`` and ``reason`` are kept as attributes."""
 
     def __init__(self, path: str | os.PathLike, reason: str):

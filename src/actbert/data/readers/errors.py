@@ -14,8 +14,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from actbert.errors import ActBertError
 
-class ReaderError(ValueError):
+
+class ReaderError(ActBertError):
     """A benchmark annotation file is missing, unreadable or malformed.
 
     Attributes: ``path`` (the file), ``where`` (``"line 3, column 'start'"`` or a JSON key path;
