@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "extract action features (3D CNN) and region features (detector or given boxes) into a feature store"
 
@@ -32,41 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actbert.utils.io import read_json
-    from actbert.video.action_encoder import load_action_encoder
-    from actbert.video.extract import extract_videos, parse_shard
+    from actbert.video.extract import extract_features
 
-    data = Path(args.data) if args.data else None
-    videos = Path(args.videos) if args.videos else (data / "videos" if data else None)
-    if videos is None:
-        raise ValueError("extract: give --data or --videos")
-    narrations = Path(args.narrations) if args.narrations else (data / "narrations.json" if data else None)
-    if narrations is not None and not narrations.exists():
-        raise FileNotFoundError(f"{narrations}: narrations file not found")
-    shard = parse_shard(args.shard)
-
-    encoder = load_action_encoder(args.action_encoder, device=args.device)
-    if args.regions == "given":
-        from actbert.video.object_classifier import load_object_classifier
-        from actbert.video.regions import GivenBoxRegions
-
-        if not args.object_classifier:
-            raise ValueError("extract --regions given needs --object-classifier FILE (train-object-classifier)")
-        objects_path = Path(args.objects) if args.objects else (data / "objects.json" if data else None)
-        if objects_path is None:
-            raise ValueError("extract --regions given needs --objects FILE or --data DIR")
-        objects = read_json(objects_path, "object boxes")
-        regions = GivenBoxRegions(load_object_classifier(args.object_classifier), objects,
-                                  max_regions=args.max_regions, source=str(objects_path))
-    else:
-        from actbert.video.regions import DetectorRegions
-
-        regions = DetectorRegions.from_weights(
-            args.detector_weights, random_init=args.detector_random_init, score_threshold=args.score_threshold,
-            max_regions=args.max_regions, min_size=args.detector_min_size, device=args.device,
-        )
-    report = extract_videos(videos, args.store, encoder, encoder.vocab, regions, narrations_path=narrations,
-                            shard=shard, dtype=args.dtype, max_regions=args.max_regions)
+    report = extract_features(
+        args.store, args.action_encoder, data=args.data, videos=args.videos, narrations=args.narrations,
+        regions=args.regions, objects=args.objects, object_classifier=args.object_classifier,
+        detector_weights=args.detector_weights, detector_random_init=args.detector_random_init,
+        detector_min_size=args.detector_min_size, score_threshold=args.score_threshold, max_regions=args.max_regions,
+        dtype=args.dtype, shard=args.shard, device=args.device,
+    )
     print(report.summary())
     if report.failures_path is not None and (report.failed or report.narration_problems):
         print(f"failures: {report.failures_path}")

@@ -20,18 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actbert.video.object_classifier import save_object_classifier, train_object_classifier
+    from actbert.video.object_classifier import train_and_save_object_classifier
 
-    result = train_object_classifier(args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                     crop_size=args.crop_size, embed_dim=args.embed_dim, seed=args.seed)
-    facts = {
-        "train_crops": result.train_crops,
-        "heldout_crops": result.heldout_crops,
-        "train_accuracy": round(result.train_accuracy, 4),
-        "heldout_accuracy": round(result.heldout_accuracy, 4),
-        "heldout_videos": len(result.heldout_videos),
-    }
-    out = save_object_classifier(result.model, args.out, extra=facts)
+    out, facts = train_and_save_object_classifier(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
+                                                  lr=args.lr, crop_size=args.crop_size, embed_dim=args.embed_dim,
+                                                  seed=args.seed)
     print(f"object classifier -> {out}")
     print(json.dumps(facts))
     return 0

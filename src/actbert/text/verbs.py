@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_json, read_json
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "count_clip_verbs",
     "ActionVocabulary",
     "VocabularyError",
+    "split_video_ids",
+    "mine_action_vocabulary",
 ]
 
 AUXILIARY_VERBS = frozenset(
@@ -50,11 +53,11 @@ DISCOURSE_VERBS = frozenset({"let", "go", "want", "need", "know", "think", "say"
 DEFAULT_STOP_VERBS = AUXILIARY_VERBS | DISCOURSE_VERBS
 
 
-class NarrationError(ValueError):
+class NarrationError(ActBertError):
     """A narrations file, video entry or segment that does not follow the caption.json format."""
 
 
-class VocabularyError(ValueError):
+class VocabularyError(ActBertError):
     """An action vocabulary file that cannot be read."""
 
 
@@ -323,3 +326,55 @@ class ActionVocabulary:
             raise VocabularyError(str(exc)) from exc
         return cls.from_dict(data, source=str(path))
 
+
+def split_video_ids(splits_path: str | os.PathLike, split: str) -> list[str]:
+    """The video ids of ``split`` in a ``splits.json`` (``{split: [video ids]}``)."""
+    splits = read_json(splits_path, "splits file")
+    if not isinstance(splits, dict) or split not in splits:
+        known = ", ".join(sorted(splits)) if isinstance(splits, dict) else "none"
+        raise ActBertError(f"{splits_path}: no split {split!r} (known: {known})")
+    return splits[split]
+
+
+def mine_action_vocabulary(
+    narrations: str | os.PathLike,
+    out: str | os.PathLike,
+    min_count: int = 5,
+    videos_split: str | None = None,
+    splits: str | os.PathLike | None = None,
+    strict: bool = False,
+    log=print,
+) -> ActionVocabulary:
+    """Mine verbs from a narrations file and save the action vocabulary to ``out`` (paper 3.2.1).
+
+    ``videos_split``: mine only that split's videos of ``splits`` (default: ``splits.json`` next to
+    the narrations file); None mines every video. Keeps verbs seen in at least ``min_count`` clips.
+    Bad narration entries are skipped (``strict``: the first one raises) and listed in
+    ``OUT_failures.json``. Progress and coverage lines go to ``log``.
+    """
+    narrations_path = Path(narrations)
+    video_ids = None
+    if videos_split:
+        video_ids = split_video_ids(Path(splits) if splits else narrations_path.parent / "splits.json", videos_split)
+    narration_set = read_narrations(narrations_path, video_ids=video_ids, strict=strict)
+    if not narration_set.clips:
+        raise NarrationError(f"{narrations_path}: no usable narration segments")
+
+    miner = VerbMiner()
+    clip_verbs = miner.verbs_many([c.text for c in narration_set.clips], progress=True)
+    vocab = ActionVocabulary.build(count_clip_verbs(clip_verbs), min_count=min_count)
+    saved = vocab.save(out)
+
+    covered = sum(1 for verbs in clip_verbs if any(v in vocab for v in verbs))
+    coverage = covered / len(clip_verbs)
+    log(f"videos: {len(narration_set.video_ids())}  clips: {len(narration_set.clips)}")
+    log(f"action vocabulary: {len(vocab)} verbs (min count {min_count}) -> {saved}")
+    log(f"coverage: {covered}/{len(clip_verbs)} clips ({100 * coverage:.1f}%) have an in-vocabulary verb")
+    if len(vocab):
+        top = ", ".join(f"{v} ({vocab.counts[v]})" for v in vocab.verbs[:10])
+        log(f"most frequent: {top}")
+    if narration_set.failures:
+        failures_path = saved.with_name(saved.stem + "_failures.json")
+        atomic_write_json(failures_path, narration_set.failures)
+        log(f"skipped {len(narration_set.failures)} bad narration entries; see {failures_path}")
+    return vocab

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 
 from actbert.data.store import FeatureStoreWriter, StoreSchema, VideoFeatures
+from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_json, read_json
 from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps
 from actbert.video.regions import FrameRegions, stack_frames
@@ -46,6 +47,7 @@ __all__ = [
     "list_videos",
     "ExtractReport",
     "extract_videos",
+    "extract_features",
     "update_failures",
 ]
 
@@ -53,7 +55,7 @@ VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 CLIPS_PER_DECODE = 32  # clip windows decoded per pass (bounds memory: 32 x T x S x S x 3 bytes)
 
 
-class ShardError(ValueError):
+class ShardError(ActBertError):
     """A ``--shard`` value that is not ``i/n`` with 0 <= i < n."""
 
 
@@ -277,3 +279,66 @@ def extract_videos(
     reported = failed + narration_problems
     failures_path = update_failures(store_root, reported, written) if (reported or written) else None
     return ExtractReport(shard, len(mine), written, skipped, failed, without_clips, narration_problems, failures_path)
+
+
+def extract_features(
+    store: str | os.PathLike,
+    action_encoder: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    videos: str | os.PathLike | None = None,
+    narrations: str | os.PathLike | None = None,
+    regions: str = "given",
+    objects: str | os.PathLike | None = None,
+    object_classifier: str | os.PathLike | None = None,
+    detector_weights: str | os.PathLike | None = None,
+    detector_random_init: bool = False,
+    detector_min_size: int | None = None,
+    score_threshold: float = 0.4,
+    max_regions: int = 5,
+    dtype: str = "float32",
+    shard: str | tuple[int, int] = (0, 1),
+    device: str = "cpu",
+) -> ExtractReport:
+    """Load the networks and extract a folder of videos into the store at ``store``.
+
+    ``data``: a benchmark folder, the default home of ``videos/``, ``narrations.json`` and
+    ``objects.json`` (each may be given on its own instead). ``action_encoder``: a folder written by
+    ``train_action_encoder``. ``regions``: ``"given"`` (boxes of ``objects`` described by the
+    ``object_classifier`` file) or ``"detector"`` (Faster R-CNN from ``detector_weights``, never
+    downloaded). ``shard``: ``"i/n"`` or ``(i, n)``, this worker's share of the sorted video ids.
+    """
+    from actbert.video.action_encoder import load_action_encoder
+
+    data = Path(data) if data else None
+    videos = Path(videos) if videos else (data / "videos" if data else None)
+    if videos is None:
+        raise ActBertError("extract: give --data or --videos")
+    narrations = Path(narrations) if narrations else (data / "narrations.json" if data else None)
+    if narrations is not None and not narrations.exists():
+        raise FileNotFoundError(f"{narrations}: narrations file not found")
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
+
+    encoder = load_action_encoder(action_encoder, device=device)
+    if regions == "given":
+        from actbert.video.object_classifier import load_object_classifier
+        from actbert.video.regions import GivenBoxRegions
+
+        if not object_classifier:
+            raise ActBertError("extract --regions given needs --object-classifier FILE (train-object-classifier)")
+        objects_path = Path(objects) if objects else (data / "objects.json" if data else None)
+        if objects_path is None:
+            raise ActBertError("extract --regions given needs --objects FILE or --data DIR")
+        boxes = read_json(objects_path, "object boxes")
+        extractor = GivenBoxRegions(load_object_classifier(object_classifier), boxes, max_regions=max_regions,
+                                    source=str(objects_path))
+    elif regions == "detector":
+        from actbert.video.regions import DetectorRegions
+
+        extractor = DetectorRegions.from_weights(
+            detector_weights, random_init=detector_random_init, score_threshold=score_threshold,
+            max_regions=max_regions, min_size=detector_min_size, device=device,
+        )
+    else:
+        raise ActBertError(f"extract: field 'regions' is {regions!r}; choose 'given' or 'detector'")
+    return extract_videos(videos, store, encoder, encoder.vocab, extractor, narrations_path=narrations,
+                          shard=shard, dtype=dtype, max_regions=max_regions)

@@ -25,7 +25,9 @@ import torch
 from torch import nn
 from torchvision.ops import Conv2dNormActivation, roi_align
 
+from actbert.errors import ActBertError
 from actbert.utils.io import atomic_save_file
+from actbert.video.boxes import boxes_for_frames, crop_boxes, frames_tensor
 
 __all__ = [
     "ObjectClassifierConfig",
@@ -36,12 +38,13 @@ __all__ = [
     "load_object_classifier",
     "TrainResult",
     "train_object_classifier",
+    "train_and_save_object_classifier",
 ]
 
 _FORMAT = "actbert-object-classifier"
 
 
-class ObjectClassifierError(ValueError):
+class ObjectClassifierError(ActBertError):
     """A classifier file that cannot be used (missing, wrong format, wrong tensors)."""
 
 
@@ -100,18 +103,6 @@ class ObjectClassifier(nn.Module):
         return emb, probs
 
 
-def crop_boxes(frames: torch.Tensor, boxes: Sequence[torch.Tensor], size: int) -> torch.Tensor:
-    """Resampled box crops.
-
-    frames: float [F, 3, H, W] in [0, 1]; boxes: F tensors [n_f, 4] (pixels x1, y1, x2, y2)
-    -> [sum n_f, 3, size, size], in frame order then box order.
-    """
-    boxes = [b.to(dtype=frames.dtype) for b in boxes]
-    if sum(len(b) for b in boxes) == 0:
-        return frames.new_zeros((0, 3, size, size))
-    return roi_align(frames, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-
-
 def save_object_classifier(model: ObjectClassifier, path: str | os.PathLike, extra: dict | None = None) -> Path:
     config = dataclasses.asdict(model.config)
     config["widths"] = list(config["widths"])
@@ -161,6 +152,16 @@ class TrainResult:
     train_accuracy: float
     heldout_videos: list[str]
 
+    def facts(self) -> dict:
+        """What the saved file's metadata records about this training run."""
+        return {
+            "train_crops": self.train_crops,
+            "heldout_crops": self.heldout_crops,
+            "train_accuracy": round(self.train_accuracy, 4),
+            "heldout_accuracy": round(self.heldout_accuracy, 4),
+            "heldout_videos": len(self.heldout_videos),
+        }
+
 
 def _collect_crops(data_dir: Path, video_ids: Sequence[str], objects: dict, class_index: dict[str, int], crop_size: int,
                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -168,7 +169,6 @@ def _collect_crops(data_dir: Path, video_ids: Sequence[str], objects: dict, clas
     from tqdm import tqdm
 
     from actbert.video.decode import VideoDecodeError, frames_at_fps
-    from actbert.video.regions import boxes_for_frames
 
     crops, labels, failed = [], [], []
     for vid in tqdm(video_ids, desc="object crops", disable=not progress, file=sys.stderr):
@@ -179,7 +179,7 @@ def _collect_crops(data_dir: Path, video_ids: Sequence[str], objects: dict, clas
             failed.append(vid)
             continue
         per_frame = boxes_for_frames(objects.get(vid, []), decoded.times, decoded.width, decoded.height, max_regions=None)
-        frames = torch.from_numpy(decoded.frames).permute(0, 3, 1, 2).float().div_(255.0)
+        frames = frames_tensor(decoded.frames)
         boxes = [torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4) for b, _ in per_frame]
         crops.append(crop_boxes(frames, boxes, crop_size))
         for _, names in per_frame:
@@ -253,7 +253,6 @@ def train_object_classifier(
     # train crops are cut on the fly with jittered boxes; keep frames + boxes for that
     train_frames, train_boxes, train_labels = [], [], []
     from actbert.video.decode import VideoDecodeError, frames_at_fps
-    from actbert.video.regions import boxes_for_frames
 
     for vid in tqdm(train_ids, desc="decode train videos", disable=not progress, file=sys.stderr):
         try:
@@ -269,7 +268,7 @@ def train_object_classifier(
             train_labels.append([class_index[n] for n in names])
     if not train_frames:
         raise ObjectClassifierError(f"{data_dir}: no labelled boxes in the training videos")
-    frames_t = torch.from_numpy(np.stack(train_frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    frames_t = frames_tensor(np.stack(train_frames))
     labels_t = torch.as_tensor([l for ls in train_labels for l in ls], dtype=torch.long)
     frame_of_box = torch.as_tensor([i for i, ls in enumerate(train_labels) for _ in ls], dtype=torch.long)
     boxes_t = torch.from_numpy(np.concatenate(train_boxes))
@@ -310,3 +309,14 @@ def train_object_classifier(
         train_accuracy=_accuracy(model, train_plain, labels_t),
         heldout_videos=heldout_ids,
     )
+
+
+def train_and_save_object_classifier(data: str | os.PathLike, out: str | os.PathLike, epochs: int = 6,
+                                     batch_size: int = 128, lr: float = 3e-3, crop_size: int = 32, embed_dim: int = 128,
+                                     seed: int = 0, progress: bool = True) -> tuple[Path, dict]:
+    """``train_object_classifier`` on the benchmark folder ``data``, then ``save_object_classifier`` to
+    ``out`` with the run's facts (crop counts, accuracies) in its metadata; returns (saved path, facts)."""
+    result = train_object_classifier(data, epochs=epochs, batch_size=batch_size, lr=lr, crop_size=crop_size,
+                                     embed_dim=embed_dim, seed=seed, progress=progress)
+    facts = result.facts()
+    return save_object_classifier(result.model, out, extra=facts), facts

@@ -26,6 +26,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from actbert.errors import ActBertError
+from actbert.video.boxes import RegionInputError, boxes_for_frames, crop_boxes, frames_tensor
 from actbert.video.decode import DecodedFrames
 
 __all__ = [
@@ -46,11 +48,7 @@ COCO_WEIGHTS_FILE = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"  # torchvision's
 _COCO_WEIGHTS_URL = "https://download.pytorch.org/models/" + COCO_WEIGHTS_FILE
 
 
-class RegionInputError(ValueError):
-    """Bad box input (objects.json entry) for a video; names the source and the field."""
-
-
-class DetectorWeightsError(ValueError):
+class DetectorWeightsError(ActBertError):
     """Detector weights missing or unusable; the message says how to obtain them."""
 
 
@@ -120,54 +118,6 @@ def stack_frames(frames: Sequence[FrameRegions], max_regions: int, feature_dim: 
     }
 
 
-def boxes_for_frames(entries: Sequence[Mapping[str, Any]], times: np.ndarray, width: int, height: int,
-                     max_regions: int | None = 5, source: str = "objects.json") -> list[tuple[np.ndarray, list[str]]]:
-    """Match given-box entries ``{"time", "boxes", "labels"}`` to frame times.
-
-    Each frame takes the entry nearest in time (within half a second; none -> no boxes). Boxes are
-    clipped to the frame, boxes under 1 px wide or high are dropped, and the first ``max_regions``
-    are kept (all when None). Returns per frame (boxes float32 [n, 4], labels [n]).
-    """
-    parsed: list[tuple[float, np.ndarray, list[str]]] = []
-    for i, entry in enumerate(entries):
-        where = f"{source}[{i}]"
-        try:
-            t = float(entry["time"])
-            boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4) if len(entry["boxes"]) else np.zeros((0, 4), np.float32)
-            labels = [str(x) for x in entry["labels"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RegionInputError(f"{where}: needs 'time', 'boxes' [[x1,y1,x2,y2],...] and 'labels' ({exc})") from exc
-        if len(labels) != len(boxes):
-            raise RegionInputError(f"{where}: {len(boxes)} boxes but {len(labels)} labels")
-        if not np.isfinite(boxes).all():
-            raise RegionInputError(f"{where}, field 'boxes': NaN/inf coordinates")
-        parsed.append((t, boxes, labels))
-    entry_times = np.array([p[0] for p in parsed], np.float64)
-    out = []
-    for t in np.asarray(times, np.float64):
-        if len(parsed) == 0:
-            out.append((np.zeros((0, 4), np.float32), []))
-            continue
-        j = int(np.abs(entry_times - t).argmin())
-        if abs(entry_times[j] - t) > 0.5:
-            out.append((np.zeros((0, 4), np.float32), []))
-            continue
-        _, boxes, labels = parsed[j]
-        boxes = boxes.copy()
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
-        keep = [k for k in range(len(boxes)) if boxes[k, 2] - boxes[k, 0] >= 1 and boxes[k, 3] - boxes[k, 1] >= 1]
-        if max_regions is not None:
-            keep = keep[:max_regions]
-        out.append((boxes[keep], [labels[k] for k in keep]))
-    return out
-
-
-def _frames_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [F, H, W, 3] -> float [F, 3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 class GivenBoxRegions:
     """Regions from given boxes (``objects.json``) described by a trained ``ObjectClassifier``.
 
@@ -190,15 +140,13 @@ class GivenBoxRegions:
         return list(self.classifier.config.class_names)
 
     def __call__(self, video_id: str, decoded: DecodedFrames) -> list[FrameRegions]:
-        from actbert.video.object_classifier import crop_boxes
-
         entries = self.objects.get(video_id, [])
         per_frame = boxes_for_frames(entries, decoded.times, decoded.width, decoded.height, self.max_regions,
                                      source=f"{self.source}[{video_id!r}]")
         if decoded.frames.shape[1:3] != (decoded.height, decoded.width):
             raise ValueError("GivenBoxRegions needs frames at the source resolution (frames_at_fps(size=None))")
         boxes = [torch.from_numpy(b) for b, _ in per_frame]
-        crops = crop_boxes(_frames_tensor(decoded.frames), boxes, self.classifier.config.crop_size)
+        crops = crop_boxes(frames_tensor(decoded.frames), boxes, self.classifier.config.crop_size)
         emb, probs = self.classifier.describe(crops)
         emb, probs = emb.numpy(), probs.numpy()
         out, k = [], 0
@@ -335,7 +283,7 @@ class DetectorRegions:
         scale = torch.tensor([sx, sy, sx, sy])
         out: list[FrameRegions] = []
         for i in range(0, len(decoded.frames), self.batch_size):
-            for det in self.detect(_frames_tensor(decoded.frames[i : i + self.batch_size])):
+            for det in self.detect(frames_tensor(decoded.frames[i : i + self.batch_size])):
                 out.append(pack_frame(det["features"].numpy(), (det["boxes"] * scale).numpy(),
                                       det["class_probs"].numpy(), decoded.width, decoded.height, self.max_regions))
         return out
