@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actbert.tasks.demo import results_table, task_scores, wins
+from actbert.demo.report import results_table, task_scores, wins
 
 
 def _record(dataset: str, protocol: str, value: float | None, primary: str = "R@5") -> dict:

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actbert.tasks.demo import run_demo
+    from actbert.demo import run_demo
 
     report = run_demo(args.out, quick=args.quick, seed=args.seed, threads=args.threads)
     print(f"report: {report}")

@@ -1,336 +1,44 @@
-"""``actbert demo``: raw synthetic narrated video -> features -> pretraining -> five tasks -> report.
+"""The demo's report: result files -> tables, win count, plots, ``OUT/report.md``.
 
-Stages (each writes its output under ``OUT`` and is skipped when that output exists, so a killed
-run resumes where it stopped; ``OUT/stages.json`` keeps each stage's seconds):
-
-1. ``synth``              the built-in benchmark (``synth --size demo``; ``--quick``: ``tiny``)
-2. ``verbs``              spaCy verb mining over the pretraining videos' narrations
-3. ``action_encoder``     the narrow 3D ResNet trained on those verbs
-4. ``object_classifier``  the crop classifier of the given-boxes region route
-5. ``extract``            action + region features of every video -> feature store
-6. ``pretrain``           the ``small`` preset (text stream from MiniLM) on ``splits["pretrain"]``
-7. ``tasks``              the five tasks for three variants: pretrained ActBERT, the same
-                          architecture without pretraining (``fresh_model``), and pretrained
-                          ActBERT without region cues (``use_regions=False``)
-8. ``report``             ``OUT/report.md`` + PNG plots (always rebuilt from the stored results)
-
-Stages 1-5 run the same code as the corresponding commands (their ``run(args)``), with the
-profile's arguments, so the report can show the equivalent command lines. Each (task, variant)
-pair starts from the same seed: the variants differ only in their weights / region cues.
-
-**Which variant wins a task.** A task may report several datasets (retrieval: YouCook2 and
-MSR-VTT; video QA: multiple choice and fill-in-the-blank); the comparison uses the mean of the
-task's primary metrics (every primary metric is higher-is-better). A tie is not a win.
+Everything here is a function of what the run folder holds (result files, ``stages.json``,
+``pretrain/metrics.jsonl``), so the report can be rebuilt at any time.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import importlib
 import io
 import json
-import os
 import re
-import sys
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from actbert.demo.profiles import (
+    DATA_STAGES,
+    STAGES,
+    VARIANT_TITLES,
+    VARIANTS,
+    DemoPaths,
+    DemoProfile,
+    pretrain_overrides,
+    stage_commands,
+)
 from actbert.tasks.common import TASK_NAMES
-from actbert.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from actbert.utils.io import atomic_write_bytes, atomic_write_text, read_json
 
-VARIANTS = ("pretrained", "no_pretraining", "no_regions")
-VARIANT_TITLES = {
-    "pretrained": "ActBERT (pretrained)",
-    "no_pretraining": "no pretraining",
-    "no_regions": "pretrained, no region cues",
-}
-# tasks the paper reports both zero-shot and fine-tuned (Table 4: YouCook2 and MSR-VTT zero-shot,
-# MSR-VTT "+FT"): the demo evaluates the model before and after fine-tuning
-ZERO_SHOT_AND_FINETUNED = ("retrieval",)
-STAGES = ("synth", "verbs", "action_encoder", "object_classifier", "extract", "pretrain", "tasks", "report")
+if TYPE_CHECKING:
+    from actbert.demo.pipeline import StageBook
 
-
-# ----------------------------------------------------------------------------- profiles
-
-
-@dataclass
-class DemoProfile:
-    """Everything that sizes a demo run (recorded in the report)."""
-
-    name: str
-    synth_size: str
-    preset: str
-    verb_min_count: int
-    action_encoder: list[str]  # extra train-action-encoder arguments
-    object_classifier: list[str]  # extra train-object-classifier arguments
-    pretrain: list[str]  # key=value overrides of the preset
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> settings overrides
-
-
-PROFILES: dict[str, DemoProfile] = {
-    "full": DemoProfile(
-        name="full",
-        synth_size="demo",
-        preset="small",
-        verb_min_count=5,
-        action_encoder=["--arch", "narrow", "--num-frames", "8", "--fps", "2", "--clip-size", "48",
-                        "--epochs", "14", "--batch-size", "32", "--lr", "2e-3"],
-        object_classifier=["--epochs", "1"],
-        pretrain=["train.max_steps=250", "train.batch_size=16", "optim.lr=2e-4", "optim.warmup_steps=25",
-                  "train.log_every=10", "train.checkpoint_every=100", "data.num_workers=0"],
-        tasks={
-            "retrieval": {"steps": 40, "max_queries": 40},
-            "captioning": {"steps": 60, "beam_size": 1},
-            "videoqa": {"steps": 40},
-            "segmentation": {"steps": 80},
-            "step_localization": {"units": "clips"},
-        },
-    ),
-    # the tiny model preset (configs/tiny.yaml) keeps the smoke run within a few minutes
-    "quick": DemoProfile(
-        name="quick",
-        synth_size="tiny",
-        preset="tiny",
-        verb_min_count=2,
-        action_encoder=["--arch", "narrow", "--num-frames", "8", "--fps", "2", "--clip-size", "48",
-                        "--epochs", "1", "--batch-size", "16"],
-        object_classifier=["--epochs", "1"],
-        pretrain=["data.random=false", "train.max_steps=40", "train.batch_size=8", "optim.warmup_steps=4",
-                  "train.log_every=2", "train.checkpoint_every=20", "data.num_workers=0"],
-        tasks={
-            "retrieval": {"steps": 5, "max_queries": 10},
-            "captioning": {"steps": 5, "beam_size": 1, "max_clips": 8, "meteor": False},
-            "videoqa": {"steps": 5, "max_questions": 10},
-            "segmentation": {"steps": 5, "max_videos": 2},
-            "step_localization": {"units": "clips", "max_videos": 2},
-        },
-    ),
-}
-
-
-# ----------------------------------------------------------------------------- stage bookkeeping
-
-
-class StageBook:
-    """``OUT/stages.json``: per stage, whether it finished and how many seconds it took."""
-
-    def __init__(self, root: Path, log: Callable[[str], None]):
-        self.path = root / "stages.json"
-        self.log = log
-        self.entries: dict[str, dict[str, Any]] = read_json(self.path, "demo stages") if self.path.exists() else {}
-
-    def run(self, index: int, name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
-        head = f"[demo {index}/{len(STAGES)}] {name}"
-        if done():
-            entry = self.entries.setdefault(name, {"seconds": None})
-            entry["skipped_last_run"] = True
-            self.log(f"{head}: already done, skipped ({_secs(entry.get('seconds'))} when it ran)")
-            self._save()
-            return
-        self.log(f"{head}: running")
-        start = time.perf_counter()
-        work()
-        seconds = time.perf_counter() - start
-        self.entries[name] = {"seconds": round(seconds, 1), "skipped_last_run": False}
-        self._save()
-        self.log(f"{head}: done in {seconds:.1f} s")
-
-    def seconds(self, name: str) -> float | None:
-        return self.entries.get(name, {}).get("seconds")
-
-    def _save(self) -> None:
-        atomic_write_json(self.path, self.entries)
-
-
-def _secs(value: Any) -> str:
-    return "?" if value is None else f"{float(value):.1f} s"
-
-
-def _run_command(module_name: str, argv: Sequence[str]) -> None:
-    """Run ``actbert <command> argv`` in this process (same parser, same code as the CLI)."""
-    module = importlib.import_module(f"actbert.commands.{module_name}")
-    parser = argparse.ArgumentParser(prog=f"actbert {module_name.replace('_', '-')}")
-    module.add_arguments(parser)
-    code = module.run(parser.parse_args(list(argv)))
-    if code:
-        raise RuntimeError(f"demo: `actbert {module_name.replace('_', '-')} {' '.join(argv)}` exited with {code}")
-
-
-# ----------------------------------------------------------------------------- the pipeline
-
-
-@dataclass
-class DemoPaths:
-    root: Path
-
-    @property
-    def synth(self) -> Path:
-        return self.root / "synth"
-
-    @property
-    def vocab(self) -> Path:
-        return self.root / "action_vocab.json"
-
-    @property
-    def action_encoder(self) -> Path:
-        return self.root / "action_encoder"
-
-    @property
-    def object_classifier(self) -> Path:
-        return self.root / "object_classifier.safetensors"
-
-    @property
-    def store(self) -> Path:
-        return self.root / "store"
-
-    @property
-    def pretrain(self) -> Path:
-        return self.root / "pretrain"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "pretrain" / "model"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    def result_file(self, task: str, variant: str) -> Path:
-        return self.results / task / f"{variant}.json"
-
-
-def stage_commands(paths: DemoPaths, profile: DemoProfile, seed: int) -> dict[str, list[str]]:
-    """The command line of each data stage (also what the report prints)."""
-    p = paths
-    return {
-        "synth": ["synth", "--size", profile.synth_size, "--seed", str(seed), "--out", str(p.synth)],
-        "verbs": ["mine-verbs", "--narrations", str(p.synth / "narrations.json"), "--videos-split", "pretrain",
-                  "--min-count", str(profile.verb_min_count), "--out", str(p.vocab)],
-        "action_encoder": ["train-action-encoder", "--data", str(p.synth), "--out", str(p.action_encoder),
-                           "--vocab", str(p.vocab), "--seed", str(seed), *profile.action_encoder],
-        "object_classifier": ["train-object-classifier", "--data", str(p.synth), "--out", str(p.object_classifier),
-                              "--seed", str(seed), *profile.object_classifier],
-        "extract": ["extract", "--data", str(p.synth), "--store", str(p.store), "--action-encoder", str(p.action_encoder),
-                    "--regions", "given", "--object-classifier", str(p.object_classifier)],
-    }
-
-
-def pretrain_overrides(paths: DemoPaths, profile: DemoProfile, seed: int) -> list[str]:
-    return [
-        f"data.store={paths.store}",
-        f"data.narrations={paths.synth / 'narrations.json'}",
-        f"data.splits={paths.synth / 'splits.json'}",
-        "data.split=pretrain",
-        f"train.seed={seed}",
-        *profile.pretrain,
-    ]
-
-
-def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0, profile: DemoProfile | None = None,
-             log: Callable[[str], None] = print, tasks: Sequence[str] = TASK_NAMES, threads: int = 0) -> Path:
-    """Run (or resume) the whole demo into ``out``; returns the report path.
-
-    ``threads`` > 0 fixes torch's CPU threads for every stage (0: torch's default, all cores).
-    """
-    profile = profile or PROFILES["quick" if quick else "full"]
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-        profile = dataclasses.replace(profile, pretrain=[*profile.pretrain, f"train.num_threads={threads}"])
-    paths = DemoPaths(Path(out))
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths.root / "demo_settings.json", {"seed": seed, "profile": asdict(profile)})
-    book = StageBook(paths.root, log)
-    commands = stage_commands(paths, profile, seed)
-    module_of = {"synth": "synth", "verbs": "mine_verbs", "action_encoder": "train_action_encoder",
-                 "object_classifier": "train_object_classifier", "extract": "extract"}
-    outputs = {
-        "synth": lambda: (paths.synth / "meta.json").exists() and (paths.synth / "splits.json").exists(),
-        "verbs": lambda: paths.vocab.exists(),
-        "action_encoder": lambda: (paths.action_encoder / "eval.json").exists(),
-        "object_classifier": lambda: paths.object_classifier.exists(),
-        # extraction resumes by itself (written videos are skipped); done = it finished once
-        "extract": lambda: (paths.store / "schema.json").exists() and book.seconds("extract") is not None,
-    }
-    for i, name in enumerate(STAGES[:5], start=1):
-        book.run(i, name, outputs[name], lambda name=name: _run_command(module_of[name], commands[name][1:]))
-
-    book.run(6, "pretrain", lambda: (paths.model / "config.json").exists(), lambda: _pretrain(paths, profile, seed))
-    book.run(7, "tasks", lambda: all(paths.result_file(t, v).exists() for t in tasks for v in VARIANTS),
-             lambda: run_tasks(paths, profile, seed, tasks, log))
-    report_path = paths.root / "report.md"
-    book.run(8, "report", lambda: False, lambda: write_report(paths, profile, seed, book, log, tasks))
-    # the report stage's own seconds are known only now: rewrite it once with them
-    write_report(paths, profile, seed, book, lambda _m: None, tasks)
-    log(report_path.read_text(encoding="utf-8").split("\n## Settings", 1)[0])
-    return report_path
-
-
-def _pretrain(paths: DemoPaths, profile: DemoProfile, seed: int) -> None:
-    from actbert.train.checkpoint import latest_checkpoint
-    from actbert.train.config import load_pretrain_config
-    from actbert.train.loop import train
-
-    cfg = load_pretrain_config(profile.preset, pretrain_overrides(paths, profile, seed))
-    resume = paths.pretrain.exists() and latest_checkpoint(paths.pretrain) is not None
-    summary = train(cfg, paths.pretrain, resume=resume)
-    if summary.get("interrupted") or not (paths.model / "config.json").exists():
-        raise RuntimeError(f"demo: pretraining in {paths.pretrain} did not finish")
-
-
-def run_tasks(paths: DemoPaths, profile: DemoProfile, seed: int, tasks: Sequence[str] = TASK_NAMES,
-              log: Callable[[str], None] = print) -> None:
-    """Every (task, variant) without a result file: fine-tune (if the task does) and evaluate."""
-    from actbert.tasks import registry
-    from actbert.tasks.common import Benchmark, fresh_model, load_model, seed_everything, write_results
-
-    bench = Benchmark(paths.synth)
-    assembler = registry.build_assembler(paths.store)
-    for task in tasks:
-        for variant in VARIANTS:
-            target = paths.result_file(task, variant)
-            if target.exists():
-                continue
-            settings = registry.make_settings(task, {**profile.tasks.get(task, {}), **_seed_field(task, seed)}, source=f"demo profile {profile.name}")
-            if variant == "no_regions":
-                settings = registry.without_regions(task, settings)
-                if settings is None:
-                    atomic_write_json(target, {"task": task, "variant": variant, "records": [], "not_applicable":
-                                               f"{task} never uses region cues (same as the pretrained variant)"})
-                    log(f"  {task} / {variant}: not applicable")
-                    continue
-            seed_everything(seed)
-            model = fresh_model(paths.model, seed=seed) if variant == "no_pretraining" else load_model(paths.model)
-            start = time.perf_counter()
-            records = []
-            if task in ZERO_SHOT_AND_FINETUNED:
-                records += registry.evaluate(task, model, assembler, bench, settings, variant=variant, finetuned=False)
-            tune_start = time.perf_counter()
-            tuned = registry.finetune(task, model, assembler, bench, settings)
-            tune_seconds = time.perf_counter() - tune_start
-            records += registry.evaluate(task, tuned.model, assembler, bench, settings, variant=variant,
-                                         finetuned=tuned.log is not None)
-            for record in records:
-                write_results(paths.results / task, record)
-            summary = tuned.log.summary() if tuned.log is not None else None
-            atomic_write_json(target, {"task": task, "variant": variant, "records": records, "finetune": summary,
-                                       "seconds": round(time.perf_counter() - start, 1), "finetune_seconds": round(tune_seconds, 1)})
-            primaries = ", ".join(f"{r['dataset']} {r['primary']}={_fmt(r['metrics'][r['primary']])}" for r in records)
-            log(f"  {task} / {variant}: {primaries} ({time.perf_counter() - start:.0f} s)")
-
-
-def _seed_field(task: str, seed: int) -> dict[str, int]:
-    from actbert.tasks import registry
-
-    return {"seed": seed} if any(f.name == "seed" for f in dataclasses.fields(registry.settings_class(task))) else {}
+__all__ = [
+    "load_results",
+    "format_value",
+    "task_scores",
+    "wins",
+    "results_table",
+    "plot_task_scores",
+    "retrieval_example",
+    "plot_retrieval_example",
+    "write_report",
+]
 
 
 # ----------------------------------------------------------------------------- results -> table
@@ -347,7 +55,8 @@ def load_results(paths: DemoPaths, tasks: Sequence[str] = TASK_NAMES) -> dict[st
     return out
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A table cell: floats with two decimals, None as n/a."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -390,7 +99,7 @@ def results_table(results: Mapping[str, Mapping[str, Mapping]]) -> str:
                 match = next((r for r in recs if (r["dataset"], r["protocol"], r.get("primary"))
                               == (record["dataset"], record["protocol"], primary)), None)
                 values[variant] = None if match is None else match["metrics"].get(primary)
-                cells.append(_fmt(values[variant]))
+                cells.append(format_value(values[variant]))
             a, b = values.get("pretrained"), values.get("no_pretraining")
             cells.append("n/a" if a is None or b is None else ("yes" if a > b else "no"))
             lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
@@ -532,7 +241,7 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
     lines.append("| task | " + " | ".join(VARIANT_TITLES[v] for v in VARIANTS) + " |")
     lines.append("| --- |" + " --- |" * len(VARIANTS))
     for task, s in scores.items():
-        lines.append(f"| {task} | " + " | ".join(_fmt(s.get(v)) for v in VARIANTS) + " |")
+        lines.append(f"| {task} | " + " | ".join(format_value(s.get(v)) for v in VARIANTS) + " |")
     lines.append("")
 
     plots = []
@@ -587,7 +296,7 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
             continue
         sec = entry.get("seconds")
         total += float(sec or 0.0)
-        lines.append(f"| {name} | {_fmt(sec)} | {'skipped (output existed)' if entry.get('skipped_last_run') else 'ran'} |")
+        lines.append(f"| {name} | {format_value(sec)} | {'skipped (output existed)' if entry.get('skipped_last_run') else 'ran'} |")
     lines.append(f"| **total** | {total:.1f} | |")
     lines.append("")
     per_task = []
@@ -607,7 +316,7 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
     lines.append("Data stages (equivalent commands):")
     lines.append("")
     lines.append("```")
-    for name in STAGES[:5]:
+    for name in DATA_STAGES:
         lines.append("actbert " + " ".join(commands[name]))
     lines.append(f"actbert pretrain --config {profile.preset} --out {paths.pretrain} "
                  + " ".join(f"--set {o}" for o in pretrain_overrides(paths, profile, seed)))
