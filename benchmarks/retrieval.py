@@ -23,7 +23,7 @@ import time
 import torch
 
 from actbert.models.actbert import random_batch
-from actbert.models.pretrained import create_model
+from actbert.models.registry import create_model
 from actbert.train.config import load_pretrain_config
 
 

@@ -35,7 +35,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from actbert.models.actbert import random_batch
-from actbert.models.pretrained import create_model
+from actbert.models.registry import create_model
 from actbert.train.config import PretrainConfig, load_pretrain_config
 from actbert.train.loop import build_optimizer
 

@@ -103,7 +103,7 @@ def tiny_model(store: FeatureStore, tokenizer, seed: int = 0):
     import torch
 
     from actbert.models.actbert import replace_config
-    from actbert.models.pretrained import create_model
+    from actbert.models.registry import create_model
 
     config = _tiny_model_config()
     s = store.schema

@@ -17,7 +17,9 @@ from helpers_planted_store import tiny_model, write_planted_store
 
 from actbert.data.readers import ReaderError
 from actbert.tasks import captioning as cap
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.models.processing import processor_for
+from actbert.tasks.common import Benchmark, TaskError
 from actbert.text.tokenizer import load_tokenizer
 
 FAST = dict(meteor=False, dropout=0.0, train_batch=8, lr=3e-3, steps=30, beam_size=2, max_caption_len=12)
@@ -53,7 +55,7 @@ def test_decoder_shapes_and_teacher_forcing(store, tokenizer, assembler, synth_t
     assert torch.equal(captioner.decoder.word_embeddings.weight, model.actbert.text_embeddings.word_embeddings.weight)
     clips, skipped = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
     assert clips and not skipped
-    batch = cap.clip_batch(assembler, clips[:3])
+    batch = cap.clip_batch(processor_for(model, assembler), clips[:3])
     memory, mask = captioner.encode(batch)
     assert memory.shape == (*batch.action_token_ids.shape, model.config.visual_hidden_size)
     assert mask.dtype == torch.bool and mask.sum() == batch.action_mask.sum()
@@ -85,7 +87,7 @@ def test_greedy_equals_beam_one_and_captions_are_text(trained, assembler, synth_
     clips, _ = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
     greedy = cap.generate(captioner, assembler, clips, beam_size=1, batch_size=4, progress=False)
     banned = cap._banned_ids(tokenizer, tokenizer.vocab_size)
-    memory, mask = captioner.encode(cap.clip_batch(assembler, clips))
+    memory, mask = captioner.encode(cap.clip_batch(processor_for(captioner.model, assembler), clips))
     batched_ids = cap.greedy_decode(captioner.decoder, memory, mask, banned)
     for i in range(len(clips)):
         one = cap.beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size=1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actbert.data.collate import Collator
+from actbert.models.actbert.processing import Collator
 from actbert.data.corpus import Corpus
 from actbert.data.masking import IGNORE_INDEX, MaskingConfig, mask_tokens
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus

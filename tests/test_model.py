@@ -15,7 +15,7 @@ from actbert.models.actbert import (
     BatchError,
     random_batch,
 )
-from actbert.models.pretrained import load_model_config
+from actbert.models.registry import load_model_config
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from actbert.models.paddle_checkpoint import (
+from actbert.models.paddlevideo.convert import (
     CheckpointError,
     UnsafePickleError,
     convert_state_dict,
@@ -26,7 +26,7 @@ from actbert.models.paddle_checkpoint import (
     read_pdparams,
     torch_to_paddle_name,
 )
-from actbert.models.paddlevideo import PaddleVideoActBert
+from actbert.models.paddlevideo.modeling import PaddleVideoActBert
 
 torch.set_num_threads(1)
 
@@ -80,7 +80,7 @@ def test_hostile_pickle_is_refused_and_runs_nothing(tmp_path, make_payload):
 def test_restricted_unpickler_accepts_arrays_in_containers():
     import io
 
-    from actbert.models.paddle_checkpoint import RestrictedUnpickler
+    from actbert.models.paddlevideo.convert import RestrictedUnpickler
 
     data = pickle.dumps({"w": np.arange(3, dtype=np.float32), "o": OrderedDict(a=np.ones(2, np.float32))}, protocol=2)
     loaded = RestrictedUnpickler(io.BytesIO(data), "mem").load()

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from actbert.models.paddle_checkpoint import load_paddle_checkpoint, to_paddle_layout
-from actbert.models.paddlevideo import (
+from actbert.models.paddlevideo.convert import load_paddle_checkpoint, to_paddle_layout
+from actbert.models.paddlevideo.modeling import (
     PADDLE_MASKED_VALUE,
     matched_probability,
     nearest_resize,

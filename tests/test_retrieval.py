@@ -19,7 +19,10 @@ from helpers_planted_store import tiny_model, write_planted_store
 from actbert.data import readers
 from actbert.data.store import FeatureStore
 from actbert.tasks import retrieval as ret
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.models.actbert.processing import ActBertProcessor
+from actbert.models.processing import processor_for
+from actbert.tasks.common import Benchmark, TaskError
 from actbert.text.tokenizer import load_tokenizer
 
 
@@ -55,7 +58,9 @@ class TableModel:
     def eval(self):
         return self
 
-    def match_score(self, batch, use_regions=None):
+    processor_class = ActBertProcessor
+
+    def pair_scores(self, batch):
         self.calls += 1
         out = []
         for row, video_id in enumerate(batch.video_ids):
@@ -160,7 +165,7 @@ def matching_loss(model, assembler, pairs, seed=123):
     """Matching BCE on a fixed set of true and mismatched pairs."""
     rng = np.random.default_rng(seed)
     with torch.no_grad():
-        batch, labels = ret.matching_batch(assembler, pairs, rng, len(pairs), 1, True)
+        batch, labels = ret.matching_batch(processor_for(model, assembler), pairs, rng, len(pairs), 1, True)
         return float(F.binary_cross_entropy_with_logits(model.eval().match_score(batch), labels))
 
 

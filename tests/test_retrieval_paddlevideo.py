@@ -1,4 +1,4 @@
-"""Retrieval in PaddleVideo's MSR-VTT test layout (``layout: paddlevideo``) with converted Paddle weights.
+"""Retrieval in PaddleVideo's MSR-VTT test layout (the paddlevideo family's processor) with converted Paddle weights.
 
 The model is the reference fixture (tests/fixtures/paddle_actbert_small) converted by
 ``actbert convert-paddle`` and loaded with ``from_pretrained``; the gallery is a small feature store
@@ -19,12 +19,14 @@ import torch
 from actbert.config import ConfigError, load_config
 from actbert.data.store import FeatureStore, FeatureStoreWriter, StoreSchema, VideoFeatures
 from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
-from actbert.models.paddle_checkpoint import convert_paddle_checkpoint
-from actbert.models.paddlevideo import PaddleVideoActBert
+from actbert.models.paddlevideo.convert import convert_paddle_checkpoint
+from actbert.models.paddlevideo.modeling import PaddleVideoActBert
 from actbert.models.pretrained import from_pretrained
 from actbert.tasks import retrieval
-from actbert.tasks import retrieval_paddlevideo as pv
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.models.paddlevideo import processing as pv
+from actbert.data.clips import ClipAssembler
+from actbert.errors import CapabilityError
+from actbert.tasks.common import Benchmark, TaskError
 
 torch.set_num_threads(1)
 
@@ -254,9 +256,9 @@ def test_vocab_and_model_checks(model, bench):
         pv.score_matrix(model, [caption], [video], progress=False)
     benchmark, store = bench
     assembler = ClipAssembler(store, WordTokenizer())
-    clips = [retrieval.Clip("v0")]
-    with pytest.raises(pv.PaddleVideoRetrievalError, match="architecture 'paddlevideo'"):
-        pv.gallery_scores(torch.nn.Linear(2, 2), assembler, ["a cat"], clips)
+    # a model without the pair_scores capability fails at once, naming the capability
+    with pytest.raises(CapabilityError, match="Linear lacks the capability 'pair_scores'"):
+        retrieval.evaluate(torch.nn.Linear(2, 2), assembler, benchmark, retrieval.RetrievalSettings(), datasets=("msrvtt",))
 
 
 # ----------------------------------------------------------------------------- gallery evaluation
@@ -265,10 +267,10 @@ def test_vocab_and_model_checks(model, bench):
 def test_msrvtt_gallery_with_paddlevideo_layout(model, bench):
     benchmark, store = bench
     assembler = ClipAssembler(store, WordTokenizer())
-    settings = load_config(retrieval.RetrievalSettings, None, ["layout=paddlevideo", "batch_size=7"])
-    assert settings.layout == "paddlevideo"
+    # the layout is the paddlevideo family's input processing: no task setting selects it
+    settings = load_config(retrieval.RetrievalSettings, None, ["batch_size=7"])
     (record,) = retrieval.evaluate(model, assembler, benchmark, settings, variant="paddle", datasets=("msrvtt",))
-    assert record["dataset"] == "msrvtt" and record["settings"]["layout"] == "paddlevideo"
+    assert record["dataset"] == "msrvtt"
     assert record["skipped"] == [{"video_id": "missing_video", "error": "not in the feature store"}]
     assert any("PaddleVideo MSR-VTT test layout" in note for note in record["notes"])
     assert record["clip_videos"] == list(VIDEOS)
@@ -283,15 +285,10 @@ def test_msrvtt_gallery_with_paddlevideo_layout(model, bench):
     assert set(record["metrics"]) >= {"R@1", "R@5", "R@10", "MedR"} and record["metrics"]["num_queries"] == 6
     assert abs(scores[3, 1] - _pair_probability(model, captions[3], videos[1])) < 1e-6
 
-    # The default layout is this project's; on a Paddle model the two layouts are not interchangeable.
-    assert retrieval.RetrievalSettings().layout == "actbert"
-    with pytest.raises(TaskError, match="layout = 'paddle'"):
-        retrieval.evaluate(model, assembler, benchmark, retrieval.RetrievalSettings(layout="paddle"), datasets=("msrvtt",))
-    with pytest.raises(TaskError, match="use_regions=False"):
-        retrieval.evaluate(model, assembler, benchmark, retrieval.RetrievalSettings(layout="paddlevideo", use_regions=False), datasets=("msrvtt",))
-    with pytest.raises(ConfigError, match="layuot"):
-        load_config(retrieval.RetrievalSettings, None, ["layuot=paddlevideo"])
-    assert asdict(settings)["layout"] == "paddlevideo"
+    with pytest.raises(pv.PaddleVideoRetrievalError, match="use_regions=False"):
+        retrieval.evaluate(model, assembler, benchmark, retrieval.RetrievalSettings(use_regions=False), datasets=("msrvtt",))
+    with pytest.raises(ConfigError, match="layout"):  # the old task option is gone
+        load_config(retrieval.RetrievalSettings, None, ["layout=paddlevideo"])
 
 
 def test_feature_width_mismatch_names_the_field(model, tmp_path):
@@ -303,7 +300,7 @@ def test_feature_width_mismatch_names_the_field(model, tmp_path):
     writer.write("w0", f)
     assembler = ClipAssembler(FeatureStore(tmp_path / "store"), WordTokenizer())
     with pytest.raises(pv.PaddleVideoRetrievalError, match=r"'w0'.*'region_features' has width 32.*expects 64"):
-        pv.gallery_scores(model, assembler, ["a cat"], [retrieval.Clip("w0")], progress=False)
+        retrieval.score_matrix(model, assembler, ["a cat"], [retrieval.Clip("w0")], progress=False)
 
 
 def test_finetune_in_paddlevideo_layout(model, bench):
@@ -320,7 +317,7 @@ def test_finetune_in_paddlevideo_layout(model, bench):
     # Only true pairs (negatives=0): every label is "matched" (class 0, PaddleVideo's convention),
     # so fine-tuning must raise P(matched); with the classes swapped it would fall.
     positives = copy.deepcopy(model)
-    settings = retrieval.RetrievalSettings(layout="paddlevideo", steps=6, lr=3e-3, train_batch=3, negatives=0, seed=0)
+    settings = retrieval.RetrievalSettings(steps=6, lr=3e-3, train_batch=3, negatives=0, seed=0)
     log = retrieval.finetune(positives, assembler, benchmark, settings)
     assert len(log.losses) == 6 and all(np.isfinite(log.losses))
     assert not positives.training  # back in eval mode
@@ -330,12 +327,12 @@ def test_finetune_in_paddlevideo_layout(model, bench):
 
     # With negatives (label 1 = a caption of another video) the loss is the 2-way cross-entropy.
     mixed = copy.deepcopy(model)
-    settings = retrieval.RetrievalSettings(layout="paddlevideo", steps=3, lr=1e-4, train_batch=2, negatives=1, seed=1)
+    settings = retrieval.RetrievalSettings(steps=3, lr=1e-4, train_batch=2, negatives=1, seed=1)
     log = retrieval.finetune(mixed, assembler, benchmark, settings)
     assert len(log.losses) == 3 and all(0.0 < loss < 5.0 for loss in log.losses)
     assert not torch.equal(mixed.cls.seq_relationship.weight, model.cls.seq_relationship.weight)
-    with pytest.raises(pv.PaddleVideoRetrievalError, match="paddlevideo model"):
-        pv.finetune(torch.nn.Linear(2, 2), assembler, benchmark, settings)
+    with pytest.raises(CapabilityError, match="retrieval: model Linear lacks the capability 'pair_scores'"):
+        retrieval.finetune(torch.nn.Linear(2, 2), assembler, benchmark, settings)
 
 
 def test_paddle_record_to_store_rebuilds_the_port_layout(tmp_path):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from actbert.data.collate import Collator, ResumableDistributedSampler, make_loader
+from actbert.data.collate import ResumableDistributedSampler, make_loader
+from actbert.models.actbert.processing import Collator
 from actbert.data.corpus import Corpus, CorpusError, align_text_to_clips, load_narrations, nearest_frames
 from actbert.data.masking import MaskingConfig
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus

@@ -14,7 +14,9 @@ from helpers_planted_store import write_planted_store
 from actbert.data import readers
 from actbert.data.store import FeatureStore
 from actbert.tasks import segmentation as seg
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.models.processing import Item, VideoRef, processor_for
+from actbert.tasks.common import Benchmark, TaskError
 from actbert.text.tokenizer import load_tokenizer
 
 
@@ -137,8 +139,8 @@ def test_overlapping_windows_are_averaged(synth_tiny, assembler, new_model):
     for s in seg.window_starts(num, 6, 2):
         frames = np.arange(s, s + 6)
         with torch.no_grad():
-            batch = assembler.collate([assembler.sample(assembler.frame_clips(video, frames))])
-            feats, valid = seg.frame_features(model, batch, assembler.specials, True)
+            batch = processor_for(model, assembler).batch([Item(VideoRef.of_frames(video, frames))])
+            feats, valid = seg.frame_features(model, batch)
             assert valid.all()
             acc[frames] += torch.softmax(model.segmentation_head(feats), -1)[0].numpy()
         hits[frames] += 1

@@ -13,7 +13,8 @@ from helpers_planted_store import tiny_model, write_planted_store
 from actbert.data import readers
 from actbert.data.store import FeatureStore
 from actbert.tasks import step_localization as sl
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.tasks.common import Benchmark, TaskError
 from actbert.text.tokenizer import load_tokenizer
 
 
@@ -44,9 +45,9 @@ def test_candidate_moments(assembler):
     assert len(units) == len(frames)
     np.testing.assert_allclose(times, np.minimum(frames + 0.5, assembler.duration(video)))
     for f, u in enumerate(units):
-        unit_frames = u.clip_times[:, 0]
-        assert frames[f] in unit_frames  # the candidate's own frame is in its window
-        assert len(u.clip_times) == min(len(frames), f + 3) - max(0, f - 2)
+        unit_times = assembler.units(u).clip_times
+        assert frames[f] in unit_times[:, 0]  # the candidate's own frame is in its window
+        assert len(unit_times) == min(len(frames), f + 3) - max(0, f - 2)
     units, times = sl.candidates(assembler, video, sl.StepLocalizationSettings(units="clips"))
     np.testing.assert_allclose(times, assembler.clip_times(video).mean(axis=1))
     with pytest.raises(TaskError, match="units"):
@@ -65,7 +66,7 @@ def _oracle_scores(release, sign):
     def step_scores(model, assembler, units, steps, settings):
         scores = np.zeros((len(units), len(steps)), np.float32)
         for c, u in enumerate(units):
-            moment = float(u.clip_times.mean())
+            moment = float(assembler.units(u).clip_times.mean())
             for k, label in enumerate(steps):
                 seen.append(label)
                 target = gt.get((u.video_id, label))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from actbert.models.layers import TransformerLayer
-from actbert.models.tangled import TangledBlock
+from actbert.models.actbert.tangled import TangledBlock
 
 torch.set_num_threads(1)
 

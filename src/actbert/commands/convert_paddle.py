@@ -70,7 +70,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from actbert.models.paddle_checkpoint import CheckpointError, convert_paddle_checkpoint
+    from actbert.errors import CheckpointError
+    from actbert.models.paddlevideo.convert import convert_paddle_checkpoint
 
     try:
         report = convert_paddle_checkpoint(args.checkpoint, args.out_dir, _overrides(args), args.allow_missing)

@@ -1,6 +1,6 @@
 """Pretraining samples: a window of adjacent clips of one video + their narration (paper 4.1).
 
-One :class:`Sample` is one row of an :class:`actbert.data.batch.ActBertBatch` before padding::
+One :class:`Sample` is one row of an :class:`actbert.models.actbert.batch.ActBertBatch` before padding::
 
     text    [CLS] s_1 [SEP] s_2 [SEP] ... s_n [SEP]            segment id of s_i and its [SEP] = i-1
     action  [ACT]_1 ... [ACT]_n [SEP]                          ([CLS] has segment 0)

@@ -47,21 +47,16 @@ from tqdm import tqdm
 
 from actbert.data import readers
 from actbert.metrics.captioning import caption_metrics
-from actbert.tasks.common import (
-    Benchmark,
-    ClipAssembler,
-    TaskError,
-    TrainLog,
-    autocast,
-    batched,
-    encoder_of,
-    make_record,
-    train_loop,
-)
+from actbert.data.clips import ClipAssembler
+from actbert.models.interface import require
+from actbert.models.processing import Item, VideoRef, processor_for
+from actbert.tasks.common import Benchmark, TaskError, TrainLog, batched, make_record, train_loop
+from actbert.utils.precision import autocast
 
 TASK = "captioning"
 PRIMARY = "CIDEr"
 REPORTED = ("BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")  # the columns of the paper's Table 1
+REQUIRES = ("caption_memory",)
 
 
 @dataclass
@@ -150,21 +145,16 @@ class CaptionDecoder(nn.Module):
 
 
 class Captioner(nn.Module):
-    """The ActBERT model (its action stream encodes the video) + a :class:`CaptionDecoder`."""
+    """A model with the ``caption_memory`` capability (ActBERT: its action stream) + a :class:`CaptionDecoder`."""
 
     def __init__(self, model: nn.Module, decoder: CaptionDecoder):
         super().__init__()
         self.model = model
         self.decoder = decoder
 
-    @property
-    def encoder(self) -> nn.Module:
-        return encoder_of(self.model)
-
     def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action-stream memory ``[B, La, Dv]`` and its mask ``[B, La]`` (region stream skipped)."""
-        out = self.encoder(batch, use_regions=False)
-        return out.action, batch.action_mask.bool()
+        """The model's caption memory ``[B, L, D]`` and its mask ``[B, L]``."""
+        return self.model.caption_memory(batch)
 
     def forward(self, batch, tokens: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
         memory, memory_mask = self.encode(batch)
@@ -172,15 +162,17 @@ class Captioner(nn.Module):
 
 
 def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettings) -> Captioner:
-    """A fresh decoder on top of ``model`` (word table copied from the text stream where widths agree)."""
-    encoder = encoder_of(model)
-    mcfg = encoder.config
-    text_width = int(getattr(mcfg, "text_hidden_size"))
+    """A fresh decoder on top of ``model`` (word table copied from the model's, where widths agree)."""
+    require(model, REQUIRES, TASK)
+    words = model.word_embeddings() if callable(getattr(model, "word_embeddings", None)) else None
+    if words is None and not settings.width:
+        raise TaskError("captioning settings: width=0 means the model's word-table width, but the model has no word_embeddings(); set width")
+    text_width = int(words.shape[1]) if words is not None else 0
     width = settings.width or text_width
     config = DecoderConfig(
         vocab_size=int(tokenizer.vocab_size),
         width=int(width),
-        memory_width=int(getattr(mcfg, "visual_hidden_size")),
+        memory_width=int(model.caption_memory_dim),
         layers=settings.layers,
         heads=settings.heads,
         ff_mult=settings.ff_mult,
@@ -192,8 +184,7 @@ def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettin
     )
     torch.manual_seed(settings.seed)
     decoder = CaptionDecoder(config)
-    words = encoder.text_embeddings.word_embeddings.weight
-    if settings.init_word_embeddings and width == text_width and words.shape[0] == config.vocab_size:
+    if settings.init_word_embeddings and words is not None and width == text_width and words.shape[0] == config.vocab_size:
         with torch.no_grad():
             decoder.word_embeddings.weight.copy_(words.detach().float())
     return Captioner(model, decoder).eval()
@@ -239,9 +230,9 @@ def caption_targets(tokenizer: Any, sentences: Sequence[str], max_len: int) -> t
     return inputs, targets, targets != -100
 
 
-def clip_batch(assembler: ClipAssembler, clips: Sequence[CaptionClip]):
-    """Encoder input for ``clips``: action units of each span, no regions, text ``[CLS] [SEP]``."""
-    return assembler.collate([assembler.sample(assembler.span_clips(c.video_id, c.start, c.end, regions=False), []) for c in clips])
+def clip_batch(processor: Any, clips: Sequence[CaptionClip]):
+    """Encoder input for ``clips``: the units of each span, no regions, no text."""
+    return processor.batch([Item(VideoRef(c.video_id, c.start, c.end)) for c in clips], use_regions=False)
 
 
 # ----------------------------------------------------------------------------- fine-tuning
@@ -256,7 +247,7 @@ def caption_loss(captioner: Captioner, assembler: ClipAssembler, clips: Sequence
     """Mean teacher-forced cross-entropy over the caption pieces of ``clips`` (``[SEP]`` included)."""
     tok = assembler.tokenizer
     inputs, targets, mask = caption_targets(tok, [c.sentence for c in clips], captioner.decoder.config.max_len)
-    logits = captioner(clip_batch(assembler, clips), inputs, mask)  # [B, T, V]
+    logits = captioner(clip_batch(processor_for(captioner.model, assembler), clips), inputs, mask)  # [B, T, V]
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
 
 
@@ -280,7 +271,7 @@ def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, setti
 
     groups = [
         {"params": list(captioner.decoder.parameters()), "lr": settings.lr},
-        {"params": list(captioner.encoder.parameters()), "lr": settings.encoder_lr},
+        {"params": list(captioner.model.parameters()), "lr": settings.encoder_lr},
     ]
     log = train_loop(groups, loss_at, settings.steps, settings.lr, desc="captioning fine-tune", modules=[captioner])
     return CaptionTrainLog(losses=log.losses, seconds=log.seconds, captioner=captioner.eval())
@@ -387,8 +378,9 @@ def generate(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[Cap
     banned = _banned_ids(tok, captioner.decoder.config.vocab_size)
     texts: list[str] = []
     bar = tqdm(total=len(clips), desc="captioning decode", unit="clip", leave=False, disable=not progress)
+    processor = processor_for(captioner.model, assembler)
     for chunk in batched(list(clips), batch_size):
-        batch = clip_batch(assembler, chunk)
+        batch = clip_batch(processor, chunk)
         with autocast(dtype):
             memory, mask = captioner.encode(batch)
             memory = memory.float()

@@ -28,7 +28,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from actbert.config import ConfigError
-from actbert.tasks.common import TASK_NAMES, Benchmark, ClipAssembler, TaskError
+from actbert.data.clips import ClipAssembler
+from actbert.tasks.common import TASK_NAMES, Benchmark, TaskError
 
 SETTINGS_CLASSES = {
     "retrieval": "RetrievalSettings",
@@ -193,7 +194,6 @@ def load_for_evaluation(task: str, model_dir: str | os.PathLike, bench: Benchmar
 def _attach_segmentation_head(model: Any, model_dir: Path) -> Any:
     from safetensors.torch import load_file
 
-    from actbert.tasks.common import encoder_of
     from actbert.tasks.segmentation import HEAD_ATTRIBUTE, FrameClassifier, LabelSpace
     from actbert.utils.io import read_json
 
@@ -202,7 +202,7 @@ def _attach_segmentation_head(model: Any, model_dir: Path) -> Any:
         raise TaskError(f"{model_dir}: no {HEAD_FILE} (a segmentation model comes from `actbert finetune segmentation`)")
     info = read_json(model_dir / "segmentation_head.json", "segmentation labels")
     labels = LabelSpace(tuple(info["step_ids"]), tuple(info["names"]))
-    head = FrameClassifier(int(encoder_of(model).config.visual_hidden_size), labels)
+    head = FrameClassifier(int(model.unit_state_dim), labels)
     state = load_file(str(path))
     try:
         head.load_state_dict(state)
@@ -222,17 +222,10 @@ def build_assembler(store_dir: str | os.PathLike, model: Any = None, max_units: 
         raise TaskError(f"{store_dir}: not a feature store (no schema.json; run `actbert extract`)")
     store = FeatureStore(store_dir)
     if model is not None:
-        cfg = getattr(_encoder(model), "config", None)
+        cfg = getattr(model.model if type(model).__name__ == "Captioner" else model, "config", None)
         schema = store.schema
         for field_name, want in (("action_feature_dim", schema.action_dim), ("region_feature_dim", schema.region_dim)):
             have = getattr(cfg, field_name, None)
             if have is not None and int(have) != int(want):
                 raise TaskError(f"{store_dir / 'schema.json'}: {field_name} of the store is {want}, the model expects {have}")
     return ClipAssembler(store, load_tokenizer(), max_units=max_units)
-
-
-def _encoder(model: Any) -> Any:
-    from actbert.tasks.common import encoder_of
-
-    # a Captioner wraps the ActBERT model as .model
-    return encoder_of(model.model if type(model).__name__ == "Captioner" else model)

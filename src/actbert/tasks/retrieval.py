@@ -18,7 +18,9 @@ model on the MSR-VTT training split (``MSRVTT_train.9k.csv`` videos, captions fr
 each, ``negatives`` captions of other training videos (drawn from the same batch when it is large
 enough, else at random), binary cross-entropy on the logits.
 
-``--layout paddlevideo`` scores with the PaddleVideo variant (``actbert.tasks.retrieval_paddlevideo``).
+Any model with the ``pair_scores`` capability runs here; its own processor lays out the pairs
+(a converted PaddleVideo checkpoint gets PaddleVideo's MSR-VTT test layout,
+:mod:`actbert.models.paddlevideo.processing`).
 """
 
 from __future__ import annotations
@@ -29,24 +31,18 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from actbert.data import readers
 from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
-from actbert.tasks.common import (
-    Benchmark,
-    ClipAssembler,
-    TaskError,
-    TrainLog,
-    autocast,
-    batched,
-    make_record,
-    train_loop,
-)
+from actbert.data.clips import ClipAssembler
+from actbert.models.interface import device_of, require
+from actbert.models.processing import Item, VideoRef, processor_for
+from actbert.tasks.common import Benchmark, TaskError, TrainLog, make_record, train_loop
+from actbert.tasks.scoring import score_items
 
 TASK = "retrieval"
 PRIMARY = "R@5"
+REQUIRES = ("pair_scores",)
 
 
 @dataclass
@@ -61,9 +57,6 @@ class RetrievalSettings:
     train_batch: int = 8
     negatives: int = 1
     seed: int = 0
-    # input layout: "actbert" (this project's) | "paddlevideo" (PaddleVideo's MSR-VTT test layout,
-    # for converted Paddle weights; actbert.tasks.retrieval_paddlevideo)
-    layout: str = "actbert"
 
 
 @dataclass(frozen=True)
@@ -117,7 +110,6 @@ def msrvtt_gallery(bench: Benchmark, assembler: ClipAssembler, max_queries: int 
     return _keep_available("msrvtt", "1k-A", [p.sentence for p in pairs], clips, assembler, max_queries)
 
 
-@torch.no_grad()
 def score_matrix(
     model: Any,
     assembler: ClipAssembler,
@@ -128,38 +120,17 @@ def score_matrix(
     use_regions: bool = True,
     progress: bool = True,
 ) -> np.ndarray:
-    """Matching logits of every (query, clip) pair: float32 ``[T, V]`` (the exhaustive cross-encoder)."""
-    model.eval()
-    units = [assembler.span_clips(c.video_id, c.start, c.end, regions=use_regions) for c in clips]
-    pairs = [(t, v) for t in range(len(queries)) for v in range(len(clips))]
-    scores = np.empty((len(queries), len(clips)), np.float32)
-    bar = tqdm(total=len(pairs), desc="retrieval scores", unit="pair", leave=False, disable=not progress)
-    for chunk in batched(pairs, batch_size):
-        batch = assembler.collate([assembler.sample(units[v], [queries[t]]) for t, v in chunk])
-        with autocast(dtype):
-            logits = model.match_score(batch, use_regions=use_regions)
-        logits = logits.float().numpy()
-        for (t, v), s in zip(chunk, logits):
-            scores[t, v] = s
-        bar.update(len(chunk))
-    bar.close()
-    return scores
+    """``pair_scores`` of every (query, clip) pair: float32 ``[T, V]`` (the exhaustive cross-encoder)."""
+    refs = [VideoRef(c.video_id, c.start, c.end) for c in clips]
+    items = [Item(refs[v], queries[t]) for t in range(len(queries)) for v in range(len(clips))]
+    scores = score_items(model, assembler, items, batch_size, dtype, use_regions, TASK, progress)
+    return scores.reshape(len(queries), len(clips))
 
 
 def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings, variant: str = "", protocol_suffix: str = "zero-shot") -> dict:
     """Score a gallery and turn it into a results record (plus per-query ranks)."""
     start = time.perf_counter()
-    if settings.layout == "paddlevideo":
-        from actbert.tasks import retrieval_paddlevideo
-
-        if not settings.use_regions:
-            raise TaskError("retrieval settings: use_regions=False is not supported with layout 'paddlevideo'")
-        with autocast(settings.dtype):
-            scores = retrieval_paddlevideo.gallery_scores(model, assembler, gallery.queries, gallery.clips, settings.batch_size)
-    elif settings.layout == "actbert":
-        scores = score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
-    else:
-        raise TaskError(f"retrieval settings: layout = {settings.layout!r}; expected 'actbert' or 'paddlevideo'")
+    scores = score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
     metrics = retrieval_metrics(scores, gallery.gt_index)
     ranks = ground_truth_ranks(scores, gallery.gt_index)
     notes = []
@@ -169,8 +140,7 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
         notes.append(f"{len(gallery.skipped)} clip(s) skipped: no features")
     if not settings.use_regions:
         notes.append("without region cues")
-    if settings.layout == "paddlevideo":
-        notes.append("PaddleVideo MSR-VTT test layout (global + 35 regions, 5 action slots), score = P(matched)")
+    notes.extend(getattr(processor_for(model, assembler), "notes", ()))
     return make_record(
         TASK,
         gallery.dataset,
@@ -205,14 +175,14 @@ def msrvtt_training_pairs(bench: Benchmark, assembler: ClipAssembler) -> list[tu
     return pairs
 
 
-def matching_batch(assembler: ClipAssembler, pairs: Sequence[tuple[str, str]], rng: np.random.Generator, size: int, negatives: int, use_regions: bool):
-    """``size`` true pairs + ``negatives`` mismatched captions each -> (batch, labels [B])."""
+def matching_batch(processor: Any, pairs: Sequence[tuple[str, str]], rng: np.random.Generator, size: int, negatives: int, use_regions: bool):
+    """``size`` true pairs + ``negatives`` mismatched captions each -> (the model's batch, labels [B])."""
     idx = rng.choice(len(pairs), size=min(size, len(pairs)), replace=len(pairs) < size)
-    samples, labels = [], []
+    items, labels = [], []
     for i in idx:
         video_id, caption = pairs[i]
-        clips = assembler.span_clips(video_id, regions=use_regions)
-        samples.append(assembler.sample(clips, [caption]))
+        video = VideoRef(video_id)
+        items.append(Item(video, caption))
         labels.append(1.0)
         for _ in range(negatives):
             # in-batch negatives first (another chosen pair's caption), random ones when the batch has none
@@ -220,28 +190,27 @@ def matching_batch(assembler: ClipAssembler, pairs: Sequence[tuple[str, str]], r
             j = int(rng.choice(others)) if others else int(rng.integers(len(pairs)))
             while pairs[j][0] == video_id:
                 j = int(rng.integers(len(pairs)))
-            samples.append(assembler.sample(clips, [pairs[j][1]]))
+            items.append(Item(video, pairs[j][1]))
             labels.append(0.0)
-    return assembler.collate(samples), torch.tensor(labels)
+    return processor.batch(items, use_regions=use_regions), torch.tensor(labels)
 
 
 def finetune_matching(model: Any, assembler: ClipAssembler, pairs: Sequence[tuple[str, str]], steps: int, lr: float, batch: int, negatives: int, use_regions: bool, seed: int, desc: str) -> TrainLog:
     """Train the whole model on the matching loss over ``pairs`` (video_id, text)."""
     rng = np.random.default_rng(seed)
+    processor = processor_for(model, assembler)
+    device = device_of(model)
 
     def loss_at(step: int) -> torch.Tensor:
-        b, labels = matching_batch(assembler, pairs, rng, batch, negatives, use_regions)
-        return F.binary_cross_entropy_with_logits(model.match_score(b, use_regions=use_regions).float(), labels)
+        b, labels = matching_batch(processor, pairs, rng, batch, negatives, use_regions)
+        return model.pair_loss(b.to(device), labels)
 
     return train_loop(model.parameters(), loss_at, steps, lr, desc=desc, modules=[model])
 
 
 def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: RetrievalSettings) -> TrainLog:
-    """Fine-tune on the MSR-VTT training split (paper "ActBERT +FT")."""
-    if settings.layout == "paddlevideo":
-        from actbert.tasks import retrieval_paddlevideo
-
-        return retrieval_paddlevideo.finetune(model, assembler, bench, settings)
+    """Fine-tune on the MSR-VTT training split (paper "ActBERT +FT"): the model's ``pair_loss``."""
+    require(model, REQUIRES, TASK)
     pairs = msrvtt_training_pairs(bench, assembler)
     torch.manual_seed(settings.seed)
     return finetune_matching(

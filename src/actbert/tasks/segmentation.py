@@ -42,22 +42,18 @@ from tqdm import tqdm
 
 from actbert.data import readers
 from actbert.metrics.segmentation import segmentation_metrics
-from actbert.tasks.common import (
-    Benchmark,
-    ClipAssembler,
-    TaskError,
-    TrainLog,
-    autocast,
-    batched,
-    encoder_of,
-    make_record,
-    train_loop,
-)
+from actbert.data.clips import ClipAssembler
+from actbert.data.clips import ClipsError
+from actbert.models.interface import require
+from actbert.models.processing import Item, VideoRef, processor_for
+from actbert.tasks.common import Benchmark, TaskError, TrainLog, batched, make_record, train_loop
+from actbert.utils.precision import autocast
 
 TASK = "segmentation"
 PRIMARY = "frame_accuracy"
 BACKGROUND = "background"
 HEAD_ATTRIBUTE = "segmentation_head"
+REQUIRES = ("unit_states",)
 
 
 @dataclass
@@ -118,36 +114,22 @@ def frame_labels(video: readers.CoinVideo, frame_times: np.ndarray, labels: Labe
 
 
 class FrameClassifier(nn.Module):
-    """Linear classifier on frame features: ``[B, W, 2 * Dv] -> [B, W, num_classes]``."""
+    """Linear classifier on per-frame unit states: ``[B, W, D] -> [B, W, num_classes]``."""
 
-    def __init__(self, visual_hidden_size: int, labels: LabelSpace, dropout: float = 0.1):
+    def __init__(self, state_dim: int, labels: LabelSpace, dropout: float = 0.1):
         super().__init__()
         self.labels = labels
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(2 * visual_hidden_size, len(labels))
+        self.linear = nn.Linear(state_dim, len(labels))
 
     def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(frame_features))
 
 
-def frame_features(model: Any, batch: Any, specials: Any, use_regions: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Encode ``batch`` (rows of ``frame_clips`` units, no text) -> (features ``[B, W, 2 * Dv]``,
-    valid ``[B, W]`` bool). Unit ``i`` of a row is action position ``i`` (``[ACT] x n, [SEP]``) and
-    the regions whose segment id is ``i``; ``W`` = the longest row's unit count."""
-    encoder = encoder_of(model)
-    out = encoder(batch, use_regions=use_regions)
-    if not hasattr(out, "action"):
-        raise TaskError(f"segmentation: {type(encoder).__name__} does not return per-frame action outputs (ActBERT architecture only)")
-    width = int(batch.action_token_ids.shape[1]) - 1  # the longest row: n [ACT] + one [SEP]
-    action = out.action[:, :width]  # [B, W, Dv]
-    valid = batch.action_token_ids[:, :width] == specials.act_id  # [B, W]
-    region = torch.zeros_like(action)
-    if out.region is not None:
-        is_region = (batch.region_token_ids == specials.region_id) & batch.region_mask.bool()  # [B, Lr]
-        onehot = F.one_hot(batch.region_segment_ids.clamp(0, width - 1), width).to(out.region.dtype)  # [B, Lr, W]
-        onehot = onehot * is_region[..., None].to(out.region.dtype)
-        region = torch.einsum("blw,bld->bwd", onehot, out.region) / onehot.sum(1).clamp(min=1.0)[..., None]
-    return torch.cat([action, region], dim=-1), valid
+def frame_features(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's per-unit states of ``batch`` (rows of per-frame units, no text): features
+    ``[B, W, D]`` and valid ``[B, W]`` bool (the ``unit_states`` capability)."""
+    return model.unit_states(batch)
 
 
 def head_of(model: Any) -> FrameClassifier:
@@ -176,7 +158,7 @@ def _videos(bench: Benchmark, assembler: ClipAssembler, subset: str, labels: Lab
             continue
         try:
             times = assembler.frame_times(video.video_id)
-        except TaskError as exc:
+        except (TaskError, ClipsError) as exc:
             skipped.append({"video_id": video.video_id, "error": str(exc)})
             continue
         kept.append(_Video(video.video_id, frame_labels(video, times, labels)))
@@ -212,28 +194,26 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
     videos, _ = _videos(bench, assembler, "training", labels)
     if not videos:
         raise TaskError(f"{bench.coin}: no training video has features in {assembler.store_name}")
+    require(model, REQUIRES, TASK)
+    processor = processor_for(model, assembler)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    hidden = getattr(getattr(encoder_of(model), "config", None), "visual_hidden_size", None)
-    if hidden is None:
-        raise TaskError(f"segmentation: {type(model).__name__} has no ActBERT encoder (config.visual_hidden_size); ActBERT architecture only")
-    head = FrameClassifier(int(hidden), labels)
+    head = FrameClassifier(int(model.unit_state_dim), labels)
     setattr(model, HEAD_ATTRIBUTE, head)
     width = _window(settings, assembler)
 
     def loss_at(step: int) -> torch.Tensor:
-        samples, targets = [], []
+        rows, targets = [], []
         for v in rng.integers(len(videos), size=settings.train_batch):
             video = videos[int(v)]
             num = len(video.labels)
             start = int(rng.integers(0, max(1, num - width + 1)))
             frames = np.arange(start, min(num, start + width))
-            samples.append(assembler.sample(assembler.frame_clips(video.video_id, frames, regions=settings.use_regions)))
+            rows.append(Item(VideoRef.of_frames(video.video_id, frames)))
             row = np.full(width, -100, np.int64)
             row[: len(frames)] = video.labels[frames]
             targets.append(row)
-        batch = assembler.collate(samples)
-        feats, _ = frame_features(model, batch, assembler.specials, settings.use_regions)
+        feats, _ = frame_features(model, processor.batch(rows, use_regions=settings.use_regions))
         logits = head(feats)  # [B, W', K]
         target = torch.from_numpy(np.stack(targets))[:, : logits.shape[1]]
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
@@ -254,6 +234,7 @@ def predict_video(model: Any, assembler: ClipAssembler, video_id: str, settings:
     """Class probabilities of every 1 FPS frame of ``video_id``: float32 ``[F, K]`` (overlapping windows averaged)."""
     head = head_of(model)
     model.eval()
+    processor = processor_for(model, assembler)
     num = len(assembler.frame_times(video_id))
     width = _window(settings, assembler)
     probs = np.zeros((num, len(head.labels)), np.float32)
@@ -261,9 +242,9 @@ def predict_video(model: Any, assembler: ClipAssembler, video_id: str, settings:
     starts = window_starts(num, width, settings.stride)
     for chunk in batched(starts, settings.batch_size):
         frames = [np.arange(s, min(num, s + width)) for s in chunk]
-        batch = assembler.collate([assembler.sample(assembler.frame_clips(video_id, f, regions=settings.use_regions)) for f in frames])
+        batch = processor.batch([Item(VideoRef.of_frames(video_id, f)) for f in frames], use_regions=settings.use_regions)
         with autocast(settings.dtype):
-            feats, _ = frame_features(model, batch, assembler.specials, settings.use_regions)
+            feats, _ = frame_features(model, batch)
             p = torch.softmax(head(feats).float(), dim=-1).numpy()
         for f, row in zip(frames, p):
             probs[f] += row[: len(f)]
@@ -284,7 +265,7 @@ def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
     for video in tqdm(videos, desc="segmentation", unit="video", leave=False):
         try:
             probs = predict_video(model, assembler, video.video_id, settings)
-        except TaskError as exc:  # a bad record: skip, report, go on
+        except (TaskError, ClipsError) as exc:  # a bad record: skip, report, go on
             skipped.append({"video_id": video.video_id, "error": str(exc)})
             continue
         predictions.append(probs.argmax(axis=1).astype(np.int64))

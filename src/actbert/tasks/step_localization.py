@@ -32,16 +32,21 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from actbert.data import readers
 from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall
-from actbert.tasks.common import Benchmark, ClipAssembler, TaskError, autocast, batched, make_record
+from actbert.data.clips import ClipAssembler
+from actbert.data.clips import ClipsError
+from actbert.models.interface import require
+from actbert.models.processing import Item, VideoRef
+from actbert.tasks.common import Benchmark, TaskError, make_record
+from actbert.tasks.scoring import score_items
 
 TASK = "step_localization"
 PRIMARY = "recall"
 UNITS = ("seconds", "clips")
+REQUIRES = ("pair_scores",)
 
 
 @dataclass
@@ -54,40 +59,29 @@ class StepLocalizationSettings:
     max_videos: int = 0  # 0 = every annotated video with features; else the first N
 
 
-def candidates(assembler: ClipAssembler, video_id: str, settings: StepLocalizationSettings) -> tuple[list[Any], np.ndarray]:
-    """The candidate moments of a video: (units per candidate [C], the time each stands for float64 ``[C]``)."""
+def candidates(assembler: ClipAssembler, video_id: str, settings: StepLocalizationSettings) -> tuple[list[VideoRef], np.ndarray]:
+    """The candidate moments of a video: (the video part of each candidate [C], the time each stands for float64 ``[C]``)."""
     if settings.units == "seconds":
         if settings.context < 0:
             raise TaskError(f"step_localization: context must be >= 0, got {settings.context}")
         frame_times = assembler.frame_times(video_id)
         num = len(frame_times)
         half = min(settings.context, (assembler.max_units - 1) // 2)
-        units = [
-            assembler.frame_clips(video_id, np.arange(max(0, f - half), min(num, f + half + 1)), regions=settings.use_regions)
-            for f in range(num)
-        ]
+        units = [VideoRef.of_frames(video_id, np.arange(max(0, f - half), min(num, f + half + 1))) for f in range(num)]
         times = np.minimum(frame_times + 0.5, assembler.duration(video_id))
         return units, times
     if settings.units == "clips":
         clip_times = assembler.clip_times(video_id)
-        units = [assembler.span_clips(video_id, float(s), float(e), regions=settings.use_regions) for s, e in clip_times]
+        units = [VideoRef(video_id, float(s), float(e)) for s, e in clip_times]
         return units, clip_times.mean(axis=1)
     raise TaskError(f"step_localization: units must be one of {UNITS}, got {settings.units!r}")
 
 
-@torch.no_grad()
-def step_scores(model: Any, assembler: ClipAssembler, units: Sequence[Any], steps: Sequence[str], settings: StepLocalizationSettings) -> np.ndarray:
-    """Matching logits of every (candidate, step label) pair: float32 ``[C, K]``."""
-    model.eval()
-    pairs = [(c, k) for c in range(len(units)) for k in range(len(steps))]
-    scores = np.empty((len(units), len(steps)), np.float32)
-    for chunk in batched(pairs, settings.batch_size):
-        batch = assembler.collate([assembler.sample(units[c], [steps[k]]) for c, k in chunk])
-        with autocast(settings.dtype):
-            logits = model.match_score(batch, use_regions=settings.use_regions).float().numpy()
-        for (c, k), s in zip(chunk, logits):
-            scores[c, k] = s
-    return scores
+def step_scores(model: Any, assembler: ClipAssembler, units: Sequence[VideoRef], steps: Sequence[str], settings: StepLocalizationSettings) -> np.ndarray:
+    """``pair_scores`` of every (candidate, step label) pair: float32 ``[C, K]``."""
+    items = [Item(u, step) for u in units for step in steps]
+    scores = score_items(model, assembler, items, settings.batch_size, settings.dtype, settings.use_regions, TASK, progress=False)
+    return scores.reshape(len(units), len(steps))
 
 
 def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: StepLocalizationSettings, variant: str = "") -> list[dict]:
@@ -111,7 +105,7 @@ def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
         try:
             units, times = candidates(assembler, video_id, settings)
             scores = step_scores(model, assembler, units, task.steps, settings)
-        except TaskError as exc:  # a bad record: skip, report, go on
+        except (TaskError, ClipsError) as exc:  # a bad record: skip, report, go on
             skipped.append({"video_id": video_id, "error": str(exc)})
             continue
         videos.append(StepLocalizationVideo(task_id, video_id, scores, times, annotation.steps))

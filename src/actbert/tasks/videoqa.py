@@ -46,21 +46,18 @@ from tqdm import tqdm
 
 from actbert.data import readers
 from actbert.metrics.accuracy import fill_in_blank_accuracy, multiple_choice_correct, normalize_answer
-from actbert.tasks.common import (
-    Benchmark,
-    ClipAssembler,
-    TaskError,
-    TrainLog,
-    autocast,
-    batched,
-    make_record,
-    train_loop,
-)
+from actbert.data.clips import ClipAssembler
+from actbert.models.interface import require
+from actbert.models.processing import Item, VideoRef, processor_for
+from actbert.tasks.common import Benchmark, TaskError, TrainLog, batched, make_record, train_loop
 from actbert.tasks.retrieval import matching_batch, msrvtt_training_pairs
+from actbert.tasks.scoring import score_items
+from actbert.utils.precision import autocast
 
 TASK = "videoqa"
 PRIMARY = "accuracy"
 SUBTASKS = ("multiple_choice", "fill_in_blank")
+REQUIRES = {"multiple_choice": ("pair_scores",), "fill_in_blank": ("masked_tokens",)}
 _BLANK = re.compile(r"_{3,}")
 
 
@@ -91,28 +88,13 @@ def _check_subtasks(settings: VideoQASettings) -> list[str]:
 # ----------------------------------------------------------------------------- multiple choice
 
 
-@torch.no_grad()
 def choice_scores(model: Any, assembler: ClipAssembler, items: Sequence[readers.MultipleChoiceItem], batch_size: int = 64, dtype: str = "fp32", use_regions: bool = True, progress: bool = True) -> np.ndarray:
-    """Matching logits of every (video, candidate) pair: float32 ``[N, C]``."""
-    model.eval()
+    """``pair_scores`` of every (video, candidate) pair: float32 ``[N, C]``."""
     C = len(items[0].candidates)
     if any(len(it.candidates) != C for it in items):
         raise TaskError("multiple choice: questions have different numbers of candidates")
-    units = {it.video_id: None for it in items}
-    for video_id in units:
-        units[video_id] = assembler.span_clips(video_id, regions=use_regions)
-    rows = [(q, c) for q in range(len(items)) for c in range(C)]
-    scores = np.empty((len(items), C), np.float32)
-    bar = tqdm(total=len(rows), desc="multiple-choice scores", unit="pair", leave=False, disable=not progress)
-    for chunk in batched(rows, batch_size):
-        batch = assembler.collate([assembler.sample(units[items[q].video_id], [items[q].candidates[c]]) for q, c in chunk])
-        with autocast(dtype):
-            logits = model.match_score(batch, use_regions=use_regions).float().numpy()
-        for (q, c), s in zip(chunk, logits):
-            scores[q, c] = s
-        bar.update(len(chunk))
-    bar.close()
-    return scores
+    rows = [Item(VideoRef(it.video_id), cand) for it in items for cand in it.candidates]
+    return score_items(model, assembler, rows, batch_size, dtype, use_regions, "multiple choice", progress).reshape(len(items), C)
 
 
 def evaluate_multiple_choice(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: VideoQASettings, variant: str = "", protocol_suffix: str = "zero-shot") -> dict:
@@ -168,18 +150,15 @@ def blank_pieces(tokenizer: Any, item: readers.BlankItem, num_masks: int, mask_i
     return tokenizer.encode(left) + [mask_id] * num_masks + tokenizer.encode(right)
 
 
-def fib_batch(assembler: ClipAssembler, items: Sequence[readers.BlankItem], num_masks: Sequence[int], use_regions: bool, where: str = "fill-in-the-blank"):
-    """Rows for ``items`` with ``num_masks[i]`` masks each -> (batch, mask positions bool ``[B, Lt]``).
+def fib_batch(processor: Any, items: Sequence[readers.BlankItem], num_masks: Sequence[int], use_regions: bool, where: str = "fill-in-the-blank"):
+    """Rows for ``items`` with ``num_masks[i]`` masks each -> (the model's batch, mask positions bool ``[B, Lt]``).
 
-    Raises ``TaskError`` if truncation cut a mask (the sentence is too long for ``max_text_len``).
+    Raises ``TaskError`` if truncation cut a mask (the sentence is too long for the text budget).
     """
-    tok = assembler.tokenizer
-    samples = []
-    for it, n in zip(items, num_masks):
-        clips = assembler.span_clips(it.video_id, it.start, it.end, regions=use_regions)
-        samples.append(assembler.sample(clips, [blank_pieces(tok, it, n, tok.mask_id)]))
-    batch = assembler.collate(samples)
-    masks = batch.input_ids == tok.mask_id
+    tok = processor.tokenizer
+    rows = [Item(VideoRef(it.video_id, it.start, it.end), tuple(blank_pieces(tok, it, n, tok.mask_id))) for it, n in zip(items, num_masks)]
+    batch = processor.batch(rows, use_regions=use_regions)
+    masks = processor.mask_positions(batch)
     counts = masks.sum(dim=1).tolist()
     for it, n, got in zip(items, num_masks, counts):
         if got != n:
@@ -187,17 +166,9 @@ def fib_batch(assembler: ClipAssembler, items: Sequence[readers.BlankItem], num_
     return batch, masks
 
 
-def _mlm_head(model: Any):
-    head = getattr(model, "mlm_head", None)
-    if head is None:
-        raise TaskError(f"fill-in-the-blank needs a model with a masked-language-model head ('mlm_head'); {type(model).__name__} has none")
-    return head
-
-
-def blank_logits(model: Any, batch, masks: torch.Tensor, use_regions: bool) -> torch.Tensor:
-    """MLM logits at the mask positions, row-major: ``[N_masks, vocab]``."""
-    encoded = model.actbert(batch, use_regions) if hasattr(model, "actbert") else model(batch, use_regions)
-    return _mlm_head(model)(encoded.text[masks])
+def blank_logits(model: Any, batch, masks: torch.Tensor) -> torch.Tensor:
+    """Masked-token logits at the mask positions, row-major: ``[N_masks, vocab]``."""
+    return model.masked_token_logits(batch, masks)
 
 
 @dataclass
@@ -224,7 +195,9 @@ class AnswerVocabulary:
 @torch.no_grad()
 def candidate_scores(model: Any, assembler: ClipAssembler, items: Sequence[readers.BlankItem], vocab: AnswerVocabulary, batch_size: int = 64, dtype: str = "fp32", use_regions: bool = True, progress: bool = True) -> np.ndarray:
     """Mean piece log-probability of every candidate word in every blank: float32 ``[N, K]``."""
+    require(model, REQUIRES["fill_in_blank"], "fill-in-the-blank")
     model.eval()
+    processor = processor_for(model, assembler)
     if not vocab.words:
         raise TaskError("fill-in-the-blank: the answer vocabulary is empty")
     scores = np.full((len(items), len(vocab.words)), -np.inf, np.float32)
@@ -232,9 +205,9 @@ def candidate_scores(model: Any, assembler: ClipAssembler, items: Sequence[reade
     rows = [(q, n) for q in range(len(items)) for n in by_len]
     bar = tqdm(total=len(rows), desc="fill-in-the-blank scores", unit="row", leave=False, disable=not progress)
     for chunk in batched(rows, batch_size):
-        batch, masks = fib_batch(assembler, [items[q] for q, _ in chunk], [n for _, n in chunk], use_regions)
+        batch, masks = fib_batch(processor, [items[q] for q, _ in chunk], [n for _, n in chunk], use_regions)
         with autocast(dtype):
-            logp = F.log_softmax(blank_logits(model, batch, masks, use_regions).float(), dim=-1)  # [sum n, V]
+            logp = F.log_softmax(blank_logits(model, batch, masks).float(), dim=-1)  # [sum n, V]
         offset = 0
         for q, n in chunk:
             rows_logp = logp[offset : offset + n]  # [n, V]
@@ -329,11 +302,11 @@ def fib_training_items(bench: Benchmark, assembler: ClipAssembler, max_pieces: i
     return out
 
 
-def fib_loss(model: Any, assembler: ClipAssembler, questions: Sequence[tuple[readers.BlankItem, list[int]]], use_regions: bool) -> torch.Tensor:
+def fib_loss(model: Any, processor: Any, questions: Sequence[tuple[readers.BlankItem, list[int]]], use_regions: bool) -> torch.Tensor:
     """Mean cross-entropy of the answer pieces at the masks (one mask per piece)."""
-    batch, masks = fib_batch(assembler, [q for q, _ in questions], [len(p) for _, p in questions], use_regions, "fill-in-the-blank train")
+    batch, masks = fib_batch(processor, [q for q, _ in questions], [len(p) for _, p in questions], use_regions, "fill-in-the-blank train")
     targets = torch.tensor([i for _, p in questions for i in p], dtype=torch.long)
-    return F.cross_entropy(blank_logits(model, batch, masks, use_regions).float(), targets)
+    return F.cross_entropy(blank_logits(model, batch, masks).float(), targets)
 
 
 def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: VideoQASettings) -> QATrainLog:
@@ -346,6 +319,11 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: V
         fib = fib_training_items(bench, assembler, settings.max_answer_pieces)
     if pairs is None and fib is None:
         raise TaskError(f"{bench.root}: no training files for {subtasks} (MSR-VTT train 9k + data JSON, LSMDC FIB train)")
+    if pairs is not None:
+        require(model, REQUIRES["multiple_choice"], TASK)
+    if fib is not None:
+        require(model, REQUIRES["fill_in_blank"], TASK)
+    processor = processor_for(model, assembler)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     parts: dict[str, list[float]] = {}
@@ -354,13 +332,13 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: V
         total = []
         with autocast(settings.dtype):
             if pairs is not None:
-                b, labels = matching_batch(assembler, pairs, rng, settings.train_batch, settings.negatives, settings.use_regions)
-                match = F.binary_cross_entropy_with_logits(model.match_score(b, use_regions=settings.use_regions).float(), labels)
+                b, labels = matching_batch(processor, pairs, rng, settings.train_batch, settings.negatives, settings.use_regions)
+                match = model.pair_loss(b, labels)
                 parts.setdefault("match", []).append(match.item())
                 total.append(match)
             if fib is not None:
                 idx = rng.choice(len(fib), size=min(settings.fib_batch, len(fib)), replace=False)
-                blank = fib_loss(model, assembler, [fib[i] for i in idx], settings.use_regions)
+                blank = fib_loss(model, processor, [fib[i] for i in idx], settings.use_regions)
                 parts.setdefault("fill_in_blank", []).append(blank.item())
                 total.append(blank)
         return sum(total)

@@ -10,12 +10,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
+
+import yaml
 
 from actbert.config import ConfigError, load_config
 from actbert.data.masking import MaskingConfig
 from actbert.models.actbert import ActBertConfig
-from actbert.models.pretrained import preset_path
+from actbert.models.registry import model_config_from_dict, preset_path
+
+
+# keys that moved: a config that still uses one gets an error naming the new one
+RENAMED_KEYS = {
+    "optim.match_lr_scale": "replaced by optim.lr_scales (write optim.lr_scales: {matching: SCALE})",
+    "optim.visual_lr_scale": "replaced by optim.lr_scales (write optim.lr_scales: {visual: SCALE})",
+}
 
 
 @dataclass
@@ -67,11 +76,10 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0  # max global gradient norm; 0 = no clipping
     fused: bool = True  # fused AdamW kernel (CPU and CUDA); false = the for-each implementation
-    # learning rate of the matching path (text and video poolers, matching classifier) = match_lr_scale * lr;
-    # it starts from scratch and must move far in a short run (docs/pretraining.md)
-    match_lr_scale: float = 1.0
-    # learning rate of the visual streams (action/region embeddings and layers) = visual_lr_scale * lr
-    visual_lr_scale: float = 1.0
+    # {group: scale}: the learning rate of a named parameter group of the model = scale * lr
+    # (ActBERT: "matching" = text/video poolers + matching classifier, "visual" = action/region
+    # streams; docs/pretraining.md); parameters in no named group train at lr
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,7 +101,8 @@ class TrainConfig:
 
 @dataclass
 class PretrainConfig:
-    model: ActBertConfig = field(default_factory=ActBertConfig)
+    # the model section: its "architecture" picks the registered family and so the dataclass
+    model: Any = field(default_factory=ActBertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -107,9 +116,9 @@ class PretrainConfig:
                             ("data.clips_per_sample", d.clips_per_sample)):
             if value < 1:
                 raise ConfigError(f"{source}: {name} must be >= 1, got {value}")
-        for key in ("match_lr_scale", "visual_lr_scale"):
-            if not getattr(self.optim, key) > 0:
-                raise ConfigError(f"{source}: optim.{key} must be > 0, got {getattr(self.optim, key)}")
+        for group, scale in self.optim.lr_scales.items():
+            if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+                raise ConfigError(f"{source}: optim.lr_scales.{group} must be a number > 0, got {scale!r}")
         if d.max_text_len < 1 + 2 * d.clips_per_sample:
             raise ConfigError(f"{source}: data.max_text_len={d.max_text_len} is too short for {d.clips_per_sample} clips")
         return self
@@ -118,4 +127,19 @@ class PretrainConfig:
 def load_pretrain_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Load a preset file (a path, or a bare preset name such as ``tiny``) and apply overrides."""
     path = preset_path(path)
-    return load_config(PretrainConfig, path, overrides).validate(str(path))
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key in RENAMED_KEYS:
+            raise ConfigError(f"--set {key}: {RENAMED_KEYS[key]}")
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raw = {}  # load_config reports it
+    for key, why in RENAMED_KEYS.items():
+        section, name = key.split(".")
+        if isinstance(raw, dict) and isinstance(raw.get(section), dict) and name in raw[section]:
+            raise ConfigError(f"{path}: {key}: {why}")
+    cfg = load_config(PretrainConfig, path, overrides)
+    if isinstance(cfg.model, dict):  # typed Any: resolved here through the architecture registry
+        cfg.model = model_config_from_dict(cfg.model, f"{path}:model")
+    return cfg.validate(str(path))

@@ -1,4 +1,8 @@
-"""ActBERT pretraining loop (nanoGPT style: the whole loop in :func:`train`, in plain sight).
+"""The pretraining loop for every registered model (nanoGPT style: the whole loop in :func:`train`, in plain sight).
+
+The model section of the config names the family (``architecture``); the family fills the sizes the
+data decides (``fill_config_from_data``), collates samples into its batch (its processor's
+``pretraining_collator``) and returns named losses, which are logged and plotted whatever they are.
 
 One process per device under ``torchrun`` (DDP, gloo on CPU / NCCL on GPU), or a single process.
 Per optimiser step each process runs ``grad_accum_steps`` micro-batches of ``batch_size`` samples,
@@ -26,14 +30,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from actbert.config import save_yaml, to_dict
-from actbert.data.collate import Collator, ResumableDistributedSampler, make_loader
+from actbert.config import ConfigError, save_yaml, to_dict
+from actbert.data.collate import ResumableDistributedSampler, make_loader
 from actbert.data.corpus import Corpus, CorpusError
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
 from actbert.data.samples import PretrainDataset, SampleBuilder, SpecialTokens
 from actbert.data.store import FeatureStore
-from actbert.models.actbert import LOSS_NAMES, ActBertConfig, replace_config
-from actbert.models.pretrained import create_model
+from actbert.models.interface import parameter_groups_of
+from actbert.models.registry import create_model, resolve_architecture
 from actbert.train import distributed
 from actbert.train.checkpoint import (
     CheckpointError,
@@ -47,22 +51,23 @@ from actbert.train.checkpoint import (
 from actbert.train.config import PretrainConfig
 from actbert.train.metrics_log import MetricsLog, plot_metrics
 from actbert.utils.io import atomic_write_json, read_json
+from actbert.utils.precision import autocast as autocast_context
 from actbert.utils.schedule import lr_factor
 
 
 @dataclass
 class PretrainData:
     dataset: PretrainDataset
-    collator: Collator
-    model_config: ActBertConfig  # the model section with dims/ids taken from the data
+    collator: Any  # the family's: samples -> its batch
+    model_config: Any  # the model section with dims/ids taken from the data
     failures: list[dict[str, str]]
 
 
 def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.DistInfo | None = None) -> PretrainData:
     """Tokenizer + feature store (or a random-feature corpus) + narrations -> dataset and collator.
 
-    The model section's feature dims, vocabulary sizes and special-token ids are replaced by the
-    ones the data actually has, so a preset works with any store.
+    The model family replaces the model section's feature dims, vocabulary sizes and special-token
+    ids by the ones the data actually has (``fill_config_from_data``), so a preset works with any store.
     """
     from actbert.text.tokenizer import load_tokenizer
 
@@ -95,19 +100,8 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
     if not usable:
         raise CorpusError(f"{store_path}: none of the {len(corpus.video_ids)} videos is usable; first error: "
                           f"{failures[0]['error'] if failures else 'no videos'}")
-    schema = store.schema
-    model_config = replace_config(
-        cfg.model,
-        action_feature_dim=schema.action_dim,
-        region_feature_dim=schema.region_dim,
-        num_actions=schema.num_actions,
-        num_region_classes=schema.num_region_classes,
-        vocab_size=tokenizer.vocab_size,
-        pad_token_id=tokenizer.pad_id,
-        sep_token_id=tokenizer.sep_id,
-        act_token_id=tokenizer.act_id,
-        region_token_id=tokenizer.region_id,
-    )
+    family = resolve_architecture(cfg.model.architecture)
+    model_config = family.fill_config_from_data(cfg.model, store.schema, tokenizer)
     specials = SpecialTokens.from_tokenizer(tokenizer)
     builder = SampleBuilder(corpus, specials, d.clips_per_sample, d.max_text_len)
     dataset = PretrainDataset(corpus, builder, d.masking, cfg.train.seed, d.samples_per_video, usable)
@@ -115,21 +109,24 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
     if d.fixed_shapes:
         n = d.clips_per_sample
         pad_to = (d.max_text_len, n + 1, n * (corpus.regions_per_clip + 1))
-    return PretrainData(dataset, Collator(tokenizer.pad_id, pad_to), model_config, failures)
+    collator = family.processor_class.pretraining_collator(model_config, tokenizer, pad_to)
+    return PretrainData(dataset, collator, model_config, failures)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
     """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay. Learning rates:
-    the matching path (``model.matching_parameters()``) ``optim.match_lr_scale * optim.lr``, the
-    visual streams (``model.visual_stream_parameters()``) ``optim.visual_lr_scale * optim.lr``, the
-    rest ``optim.lr``."""
+    ``optim.lr_scales[g] * optim.lr`` for the model's named group ``g`` (``parameter_groups()``),
+    ``optim.lr`` for the rest. A scale for a group the model does not have is an error."""
     o = cfg.optim
-    inner = getattr(model, "module", model)  # DDP wraps the model
+    named = parameter_groups_of(model)
+    unknown = sorted(set(o.lr_scales) - set(named))
+    if unknown:
+        raise ConfigError(f"optim.lr_scales: unknown parameter group(s) {unknown} for {type(getattr(model, 'module', model)).__name__}; "
+                          f"its groups: {sorted(named)}")
     scale_of: dict[int, float] = {}
-    if hasattr(inner, "visual_stream_parameters"):
-        scale_of.update({id(p): o.visual_lr_scale for p in inner.visual_stream_parameters()})
-    if hasattr(inner, "matching_parameters"):
-        scale_of.update({id(p): o.match_lr_scale for p in inner.matching_parameters()})
+    for group, params in named.items():
+        if group in o.lr_scales:
+            scale_of.update({id(p): float(o.lr_scales[group]) for p in params})
     groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -144,7 +141,7 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
 
 
 def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
-    """Pretrain ActBERT as ``cfg`` says, writing checkpoints, metrics and the final model to ``run_dir``.
+    """Pretrain the model ``cfg.model`` describes as ``cfg`` says, writing checkpoints, metrics and the final model to ``run_dir``.
 
     Returns a summary: steps done, first/last logged losses, paths.
     """
@@ -239,12 +236,13 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
                 plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
         distributed.barrier(info)
 
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=t.bf16)
+    autocast = autocast_context("bf16" if t.bf16 else "fp32", device.type)
     progress = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (main and t.progress))
     first: dict[str, float] | None = None
     last: dict[str, float] | None = None
     window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
-    loss_sums = torch.zeros(len(LOSS_NAMES) + 1, device=device)  # total + each task, over the log window
+    loss_names: list[str] | None = None  # the model's, in its order (from the first batch)
+    loss_sums: torch.Tensor | None = None  # total + each named loss, over the log window
     window_steps = 0
     interrupted = False
 
@@ -265,8 +263,11 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
                     with autocast:
                         out = model(batch)
                     (out.loss / t.grad_accum_steps).backward()
-                loss_sums += torch.stack([out.loss.detach().float()] + [out.losses[k].detach().float() for k in LOSS_NAMES]) / t.grad_accum_steps
-                window_tokens += int(batch.text_mask.sum() + batch.action_mask.sum() + batch.region_mask.sum())
+                if loss_names is None:
+                    loss_names = list(out.losses)
+                    loss_sums = torch.zeros(len(loss_names) + 1, device=device)
+                loss_sums += torch.stack([out.loss.detach().float()] + [out.losses[k].detach().float() for k in loss_names]) / t.grad_accum_steps
+                window_tokens += batch.num_tokens()
             if o.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(raw_model.parameters(), o.grad_clip)
             lr = scheduler.get_last_lr()[0]
@@ -283,7 +284,7 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
                 means = distributed.all_reduce_mean(loss_sums / window_steps, info).tolist()
                 tokens = distributed.all_reduce_mean(torch.tensor([float(window_tokens)], device=device), info).item()
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                record = {"step": step, "epoch": epoch, **dict(zip(("loss",) + LOSS_NAMES, means)), "lr": lr,
+                record = {"step": step, "epoch": epoch, **dict(zip(["loss", *loss_names], means)), "lr": lr,
                           "samples_per_s": window_samples / elapsed, "tokens_per_s": tokens * info.world_size / elapsed}
                 if main:
                     metrics.write(record)

@@ -1,4 +1,4 @@
-"""The padded batch that flows from the sample builder / collator into every ActBERT-family model.
+"""ActBERT's input: the padded three-stream batch that its processor (``processing.py``) builds.
 
 ActBERT's input (paper 3.2.1) is ``{[CLS], w1..wN, [SEP], a1..aL, [SEP], r1..rM, [SEP]}`` with a
 [SEP] between sentences and between the regions of different clips. The tangled transformer runs
@@ -14,11 +14,13 @@ that frame's regions), and a segment id (the clip index, shared by the clip's wo
 regions). Visual features are zero at [SEP], padding and masked positions.
 
 Token ids in the visual streams are the tokenizer's ids (``act_id``, ``region_id``, ``sep_id``,
-``pad_id``); ``ActBertModel`` maps exactly these four ids (config ``act_token_id``,
+``pad_id``); :class:`~actbert.models.actbert.modeling.ActBertModel` maps exactly these four ids (config ``act_token_id``,
 ``region_token_id``, ``sep_token_id``, ``pad_token_id``) onto its own 4-entry visual token table
 ``[PAD], [SEP], [ACT], [REGION]`` in the visual width; any other id in a visual stream is an error.
 
 Pretraining targets are optional; ``-100`` / ``False`` mark positions without a target.
+``use_regions`` (None = the model config's) says whether the model runs its region stream on
+this batch: the processor sets it False for "without region cues" inputs.
 """
 
 from __future__ import annotations
@@ -57,10 +59,15 @@ class ActBertBatch:
     region_target_mask: torch.Tensor | None = None  # [B, Lr] bool, True = masked region
     match_labels: torch.Tensor | None = None  # [B] float, 1 = text describes the video, 0 = negative
     video_ids: list[str] = field(default_factory=list)
+    use_regions: bool | None = None  # None = config.use_regions
 
     @property
     def batch_size(self) -> int:
         return int(self.input_ids.shape[0])
+
+    def num_tokens(self) -> int:
+        """Real positions over the three streams (throughput logging)."""
+        return int(self.text_mask.sum() + self.action_mask.sum() + self.region_mask.sum())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "ActBertBatch":
         """A copy with every tensor moved to ``device``."""

@@ -4,7 +4,7 @@ Reading order: :class:`ActBertConfig` -> :class:`TextEmbeddings` / :class:`Visua
 :class:`ActBertModel` (three streams and the tangled schedule) -> heads ->
 :class:`ActBertForPretraining` (the four pretraining losses).
 
-Input (paper 3.2.1), as the three aligned streams of :class:`~actbert.data.batch.ActBertBatch`:
+Input (paper 3.2.1), as the three aligned streams of :class:`~actbert.models.actbert.batch.ActBertBatch`:
 
 * text (w-stream, width ``Dt``): BERT embeddings -- word + position + segment, LayerNorm,
   dropout. The word table covers the tokenizer (WordPiece + ``[ACT]`` + ``[REGION]``).
@@ -21,7 +21,7 @@ Tangled schedule (3.2.2). Each stream has its own depth (``text_layers``, ``acti
 ``region_layers``) and a list of tangled layer indices (``text_tangled`` ...; all three lists have
 the same length K). For the k-th tangled block, each stream first runs its plain layers up to
 (not including) its k-th tangled index, then the three k-th tangled layers run together through
-:class:`~actbert.models.tangled.TangledBlock`; after the last block each stream runs its remaining
+:class:`~actbert.models.actbert.tangled.TangledBlock`; after the last block each stream runs its remaining
 layers. With K = 0 the streams never meet (the text stream is then plain BERT).
 
 Pooled output: ``tanh(dense(text[:, 0]))`` -- the paper applies its matching layer on the [CLS]
@@ -52,139 +52,30 @@ row counts.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actbert.config import ConfigError
-from actbert.data.batch import ActBertBatch
-from actbert.models.layers import (
-    ACTIVATIONS,
-    LAYER_NORM_EPS,
-    PredictionTransform,
-    TransformerLayer,
-    init_bert_weights,
+from actbert.models.actbert.batch import ActBertBatch
+from actbert.models.actbert.configuration import (
+    LOCATION_DIM,
+    VISUAL_TOKENS,
+    ActBertConfig,
+    BatchError,
+    replace_config,
 )
+from actbert.models.actbert.processing import ActBertProcessor
+from actbert.models.actbert.tangled import TangledBlock
+from actbert.models.heads import PredictionHead
+from actbert.models.interface import PretrainingOutput as BasePretrainingOutput
+from actbert.models.interface import VideoTextModel
+from actbert.models.layers import LAYER_NORM_EPS, PredictionTransform, TransformerLayer, init_bert_weights
+from actbert.models.losses import kl_to_targets, masked_lm_loss, soft_target_cross_entropy, zero_like
 from actbert.models.pretrained import PretrainedModelMixin
-from actbert.models.tangled import TangledBlock
-
-# Rows of the visual token table (the model's own ids; batches carry tokenizer ids).
-VISUAL_TOKENS = ("[PAD]", "[SEP]", "[ACT]", "[REGION]")
-LOCATION_DIM = 5  # x1/W, y1/H, x2/W, y2/H, area fraction
-LOSS_NAMES = ("mlm", "action", "region", "match")
-MATCH_FUSIONS = ("cls", "mul")
 
 
-class BatchError(ValueError):
-    """A batch that does not fit the model (wrong dimension, id out of range, non-finite feature)."""
-
-
-@dataclass
-class ActBertConfig:
-    """Hyper-parameters of :class:`ActBertModel` (the ``model:`` section of ``configs/*.yaml``).
-
-    Defaults are the paper's base model. Feature dims and ``vocab_size`` are filled by the data
-    side from the feature store schema and the tokenizer.
-    """
-
-    architecture: str = "actbert"
-    # text stream (w-transformer), BERT layout
-    vocab_size: int = 30524
-    text_hidden_size: int = 768
-    text_num_heads: int = 12
-    text_intermediate_size: int = 3072
-    text_layers: int = 12
-    text_tangled: list[int] = field(default_factory=lambda: [6, 7, 8, 9, 10, 11])
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 16  # segment ids = clip index; >= clips per sample + 1
-    # tokenizer ids that may appear in the visual streams
-    pad_token_id: int = 0
-    sep_token_id: int = 102
-    act_token_id: int = 30522
-    region_token_id: int = 30523
-    # visual streams (a- and r-transformers share the width)
-    visual_hidden_size: int = 1024
-    visual_num_heads: int = 8
-    visual_intermediate_size: int = 1024
-    action_layers: int = 6
-    action_tangled: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
-    region_layers: int = 6
-    region_tangled: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
-    max_visual_positions: int = 512
-    # input/output dims from the data
-    action_feature_dim: int = 2048
-    region_feature_dim: int = 2048
-    num_actions: int = 1000
-    num_region_classes: int = 1601
-    # regularisation and init
-    hidden_dropout: float = 0.1
-    attention_dropout: float = 0.1
-    activation: str = "gelu"
-    initializer_range: float = 0.02
-    use_regions: bool = True  # False: the region stream is skipped ("without region cues")
-    # what the matching head reads: "cls" = the text [CLS] alone; "mul" = [CLS] x pooled video
-    # (the released implementation's fusion; see CrossModalMatchingHead)
-    match_fusion: str = "mul"
-    loss_weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
-    # text checkpoint (folder or installed package) loaded by pretrained.create_model; None = random
-    text_init: str | None = None
-
-    def __post_init__(self) -> None:
-        def fail(key: str, why: str) -> None:
-            raise ConfigError(f"ActBertConfig.{key}: {why}")
-
-        if self.architecture != "actbert":
-            fail("architecture", f"must be 'actbert' for this model, got {self.architecture!r}")
-        for key in (
-            "vocab_size", "text_hidden_size", "text_num_heads", "text_intermediate_size", "max_position_embeddings",
-            "type_vocab_size", "visual_hidden_size", "visual_num_heads", "visual_intermediate_size",
-            "max_visual_positions", "action_feature_dim", "region_feature_dim", "num_actions", "num_region_classes",
-        ):  # fmt: skip
-            if getattr(self, key) <= 0:
-                fail(key, f"must be positive, got {getattr(self, key)}")
-        if self.text_hidden_size % self.text_num_heads:
-            fail("text_num_heads", f"{self.text_num_heads} does not divide text_hidden_size={self.text_hidden_size}")
-        if self.visual_hidden_size % self.visual_num_heads:
-            fail("visual_num_heads", f"{self.visual_num_heads} does not divide visual_hidden_size={self.visual_hidden_size}")
-        for stream in ("text", "action", "region"):
-            depth, tangled = getattr(self, f"{stream}_layers"), list(getattr(self, f"{stream}_tangled"))
-            if depth < 0:
-                fail(f"{stream}_layers", f"must be >= 0, got {depth}")
-            if any(not 0 <= i < depth for i in tangled):
-                fail(f"{stream}_tangled", f"indices {tangled} must lie in [0, {stream}_layers={depth})")
-            if any(b <= a for a, b in zip(tangled, tangled[1:])):
-                fail(f"{stream}_tangled", f"indices {tangled} must be strictly increasing")
-        if not len(self.text_tangled) == len(self.action_tangled) == len(self.region_tangled):
-            fail(
-                "text_tangled",
-                f"text_tangled {self.text_tangled}, action_tangled {self.action_tangled} and region_tangled "
-                f"{self.region_tangled} must have the same length (one entry per tangled block)",
-            )
-        if self.match_fusion not in MATCH_FUSIONS:
-            fail("match_fusion", f"{self.match_fusion!r} is not one of {list(MATCH_FUSIONS)}")
-        if self.activation not in ACTIVATIONS:
-            fail("activation", f"{self.activation!r} is not one of {sorted(ACTIVATIONS)}")
-        for key in ("hidden_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                fail(key, f"must be in [0, 1), got {getattr(self, key)}")
-        unknown = sorted(set(self.loss_weights) - set(LOSS_NAMES))
-        if unknown:
-            fail("loss_weights", f"unknown loss name(s) {unknown}; known: {list(LOSS_NAMES)}")
-        self.loss_weights = {name: float(self.loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
-        ids = [self.pad_token_id, self.sep_token_id, self.act_token_id, self.region_token_id]
-        if len(set(ids)) != 4:
-            fail("act_token_id", f"pad/sep/act/region token ids must differ, got {ids}")
-
-    @property
-    def num_tangled(self) -> int:
-        return len(self.text_tangled)
-
-
-# ----------------------------------------------------------------------------------------------
 # Embeddings
 
 
@@ -353,12 +244,23 @@ def visual_token_index(token_ids: torch.Tensor, config: ActBertConfig, name: str
 class ActBertModel(PretrainedModelMixin, nn.Module):
     """Embeddings + tangled transformer: ``batch -> ActBertEncoderOutput``.
 
-    ``forward(batch, use_regions=None)``: ``use_regions=False`` (or ``config.use_regions=False``,
-    or an empty region stream) skips the region stream entirely -- for the "without region cues"
-    ablations and for captioning, which uses the action stream only; ``output.region`` is then None.
+    ``forward(batch, use_regions=None)``: ``use_regions=False`` (else ``batch.use_regions``, else
+    ``config.use_regions``; or an empty region stream) skips the region stream entirely -- for the
+    "without region cues" ablations and for captioning, which uses the action stream only;
+    ``output.region`` is then None.
     """
 
     config_class = ActBertConfig
+    # where BERT checkpoint tensors go (models/text_init.py)
+    text_stream_prefixes = ("text_embeddings.", "text_encoder.", "pooler.")
+
+    @staticmethod
+    def text_weight_name(bert_name: str) -> str | None:
+        """A Hugging Face BERT tensor name (no ``bert.`` prefix) -> this encoder's name, or None."""
+        for theirs, ours in (("embeddings.", "text_embeddings."), ("encoder.layer.", "text_encoder.layer."), ("pooler.dense.", "pooler.dense.")):
+            if bert_name.startswith(theirs):
+                return ours + bert_name[len(theirs) :]
+        return None
 
     def __init__(self, config: ActBertConfig):
         super().__init__()
@@ -381,7 +283,8 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
 
     def forward(self, batch: ActBertBatch, use_regions: bool | None = None) -> ActBertEncoderOutput:
         config = self.config
-        use_regions = config.use_regions if use_regions is None else use_regions
+        if use_regions is None:
+            use_regions = config.use_regions if batch.use_regions is None else batch.use_regions
         use_regions = use_regions and batch.region_token_ids.shape[1] > 0
         check_batch(batch, config, use_regions)
 
@@ -450,18 +353,6 @@ class MaskedLanguageModelHead(nn.Module):
         return self.decoder(self.transform(x)) + self.bias
 
 
-class ClassificationHead(nn.Module):
-    """``[..., D] -> [..., num_classes]``: prediction transform + linear classifier."""
-
-    def __init__(self, hidden: int, num_classes: int, activation: str):
-        super().__init__()
-        self.transform = PredictionTransform(hidden, activation)
-        self.decoder = nn.Linear(hidden, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(x))
-
-
 def masked_mean(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``[B, L, D]`` and ``[B, L]`` bool -> mean over the kept positions ``[B, D]`` (0 for a row with none)."""
     weight = keep.to(x.dtype).unsqueeze(-1)
@@ -527,71 +418,130 @@ class CrossModalMatchingHead(nn.Module):
 
 
 @dataclass
-class PretrainingOutput:
-    loss: torch.Tensor  # [] weighted sum of the four losses
-    losses: dict[str, torch.Tensor]  # "mlm", "action", "region", "match": [] each
-    mlm_logits: torch.Tensor | None  # [N, vocab] at the N positions with mlm_labels != -100 (row-major)
-    action_logits: torch.Tensor  # [B, La, num_actions]
-    region_logits: torch.Tensor | None  # [B, Lr, num_region_classes]; None without the region stream
-    match_logits: torch.Tensor  # [B]
-    encoder: ActBertEncoderOutput | None = None
+class PretrainingOutput(BasePretrainingOutput):
+    """``loss`` ([] weighted sum of the four losses) and ``losses`` ("mlm", "action", "region",
+    "match": [] each), plus ActBERT's logits."""
+
+    mlm_logits: torch.Tensor | None = None  # [N, vocab] at the N positions with mlm_labels != -100 (row-major)
+    action_logits: torch.Tensor | None = None  # [B, La, num_actions]
+    region_logits: torch.Tensor | None = None  # [B, Lr, num_region_classes]; None without the region stream
+    match_logits: torch.Tensor | None = None  # [B]
+    encoder: "ActBertEncoderOutput | None" = None
 
 
-def _zero_like(reference: torch.Tensor) -> torch.Tensor:
-    """A scalar 0 that stays in the autograd graph of ``reference`` (so backward always works)."""
-    return reference.sum().float() * 0.0
+class ActBertForPretraining(VideoTextModel):
+    """ActBERT with its four pretraining heads: ``batch -> PretrainingOutput`` (see module docstring).
 
-
-def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """logits ``[N, V]``, labels ``[N]``, valid ``[N]`` bool -> mean CE over valid (0 if none)."""
-    ce = F.cross_entropy(logits.float(), labels, reduction="none")
-    return (ce * valid).sum() / valid.sum().clamp(min=1)
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """logits/targets ``[B, L, C]``, valid ``[B, L]`` -> mean over valid of ``-sum_c t_c log softmax(z)_c``."""
-    ce = -(targets.float() * F.log_softmax(logits.float(), dim=-1)).sum(-1)
-    return (ce * valid).sum() / valid.sum().clamp(min=1)
-
-
-def region_kl_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """logits/targets ``[B, L, K]``, valid ``[B, L]`` -> mean over valid of ``KL(targets || softmax(logits))``."""
-    kl = F.kl_div(F.log_softmax(logits.float(), dim=-1), targets.float(), reduction="none").sum(-1)
-    return (kl * valid).sum() / valid.sum().clamp(min=1)
-
-
-class ActBertForPretraining(PretrainedModelMixin, nn.Module):
-    """ActBERT with its four pretraining heads: ``batch -> PretrainingOutput`` (see module docstring)."""
+    The registered ``actbert`` architecture. Capabilities (models/interface.py): ``pair_scores``
+    (the matching logit), ``masked_tokens`` (the MLM head), ``unit_states`` (action output at each
+    unit's [ACT] + the mean of that unit's region outputs), ``caption_memory`` (the action stream,
+    run without regions, as the paper captions). No separate text / video embeddings: ActBERT is a
+    cross-encoder.
+    """
 
     config_class = ActBertConfig
+    processor_class = ActBertProcessor
     base_model_class = ActBertModel
     base_model_prefix = "actbert"
+    text_stream_prefixes = tuple("actbert." + p for p in ActBertModel.text_stream_prefixes)
+    text_head_prefixes = ("mlm_head.transform.", "mlm_head.bias")
 
     def __init__(self, config: ActBertConfig):
         super().__init__()
         self.config = config
         self.actbert = ActBertModel(config)
         self.mlm_head = MaskedLanguageModelHead(config, self.actbert.text_embeddings.word_embeddings)
-        self.action_head = ClassificationHead(config.visual_hidden_size, config.num_actions, config.activation)
-        self.region_head = ClassificationHead(config.visual_hidden_size, config.num_region_classes, config.activation)
+        self.action_head = PredictionHead(config.visual_hidden_size, config.num_actions, config.activation)
+        self.region_head = PredictionHead(config.visual_hidden_size, config.num_region_classes, config.activation)
         self.match_head = CrossModalMatchingHead(config)
         for head in (self.mlm_head.transform, self.action_head, self.region_head, self.match_head):
             head.apply(lambda m: init_bert_weights(m, config.initializer_range))
         self.match_head.init_classifier()
 
-    def matching_parameters(self) -> list[nn.Parameter]:
-        """The matching path: the text pooler and the matching head (its video pooler included)."""
-        return [*self.actbert.pooler.parameters(), *self.match_head.parameters()]
+    @staticmethod
+    def text_weight_name(bert_name: str) -> str | None:
+        """BERT tensor name -> ours: the encoder's text stream, and BERT's MLM transform + bias."""
+        if bert_name.startswith("cls.predictions.transform."):
+            return "mlm_head.transform." + bert_name[len("cls.predictions.transform.") :]
+        if bert_name == "cls.predictions.bias":
+            return "mlm_head.bias"
+        name = ActBertModel.text_weight_name(bert_name)
+        return None if name is None else "actbert." + name
 
-    def visual_stream_parameters(self) -> list[nn.Parameter]:
-        """The action and region streams: their embeddings and layers (not the tangled connectors)."""
+    @classmethod
+    def fill_config_from_data(cls, config: ActBertConfig, schema, tokenizer) -> ActBertConfig:
+        """Feature widths and class counts from the store schema; vocabulary and the four visual
+        token ids from the tokenizer."""
+        return replace_config(
+            config,
+            action_feature_dim=schema.action_dim,
+            region_feature_dim=schema.region_dim,
+            num_actions=schema.num_actions,
+            num_region_classes=schema.num_region_classes,
+            vocab_size=tokenizer.vocab_size,
+            pad_token_id=tokenizer.pad_id,
+            sep_token_id=tokenizer.sep_id,
+            act_token_id=tokenizer.act_id,
+            region_token_id=tokenizer.region_id,
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``matching``: the text pooler and the matching head (its video pooler included), which
+        start from scratch and must move far in a short run; ``visual``: the action and region
+        streams' embeddings and layers (not the tangled connectors)."""
         model = self.actbert
-        parts = (model.action_embeddings, model.region_embeddings, model.action_encoder, model.region_encoder)
-        return [p for part in parts for p in part.parameters()]
+        visual = (model.action_embeddings, model.region_embeddings, model.action_encoder, model.region_encoder)
+        return {
+            "matching": [*model.pooler.parameters(), *self.match_head.parameters()],
+            "visual": [p for part in visual for p in part.parameters()],
+        }
 
     def match_score(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
         """Cross-modal matching logit ``[B]`` (higher = the text describes the video)."""
         return self.match_head(self.actbert(batch, use_regions), batch)
+
+    # -- capabilities (models/interface.py)
+    def pair_scores(self, batch: ActBertBatch) -> torch.Tensor:
+        """``[B]`` matching logits; regions as the batch says (``batch.use_regions``)."""
+        return self.match_score(batch)
+
+    def masked_token_logits(self, batch: ActBertBatch, positions: torch.Tensor) -> torch.Tensor:
+        """MLM logits ``[N, vocab]`` at the ``positions [B, Lt]`` (row-major)."""
+        return self.mlm_head(self.actbert(batch).text[positions])
+
+    @property
+    def unit_state_dim(self) -> int:
+        return 2 * self.config.visual_hidden_size
+
+    def unit_states(self, batch: ActBertBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per unit: ``[action output at its [ACT] || mean of its region outputs]`` ``[B, W, 2 Dv]``
+        (zeros without regions) and valid ``[B, W]``. Unit ``i`` of a row is action position ``i``
+        (``[ACT] x n, [SEP]``) and the regions whose segment id is ``i``; ``W`` = the longest row's
+        unit count."""
+        out = self.actbert(batch)
+        width = int(batch.action_token_ids.shape[1]) - 1  # the longest row: n [ACT] + one [SEP]
+        action = out.action[:, :width]  # [B, W, Dv]
+        valid = batch.action_token_ids[:, :width] == self.config.act_token_id  # [B, W]
+        region = torch.zeros_like(action)
+        if out.region is not None:
+            is_region = (batch.region_token_ids == self.config.region_token_id) & batch.region_mask.bool()  # [B, Lr]
+            onehot = F.one_hot(batch.region_segment_ids.clamp(0, width - 1), width).to(out.region.dtype)  # [B, Lr, W]
+            onehot = onehot * is_region[..., None].to(out.region.dtype)
+            region = torch.einsum("blw,bld->bwd", onehot, out.region) / onehot.sum(1).clamp(min=1.0)[..., None]
+        return torch.cat([action, region], dim=-1), valid
+
+    @property
+    def caption_memory_dim(self) -> int:
+        return self.config.visual_hidden_size
+
+    def caption_memory(self, batch: ActBertBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action-stream outputs ``[B, La, Dv]`` and their mask ``[B, La]``; the region stream is
+        not run ("we do not use the regional object transformer", paper 4.2.2)."""
+        return self.actbert(batch, use_regions=False).action, batch.action_mask.bool()
+
+    def word_embeddings(self) -> torch.Tensor:
+        """The text stream's word table ``[vocab, Dt]`` (a caption decoder may start from it)."""
+        return self.actbert.text_embeddings.word_embeddings.weight
 
     def forward(self, batch: ActBertBatch, use_regions: bool | None = None) -> PretrainingOutput:
         encoded = self.actbert(batch, use_regions)
@@ -605,25 +555,25 @@ class ActBertForPretraining(PretrainedModelMixin, nn.Module):
             match_loss = F.binary_cross_entropy_with_logits(match_logits.float(), batch.match_labels.float())
         else:
             matched = torch.ones_like(batch.text_mask[:, 0], dtype=torch.bool)
-            match_loss = _zero_like(match_logits)
+            match_loss = zero_like(match_logits)
 
         mlm_logits = None
-        mlm_loss = _zero_like(encoded.text)
+        mlm_loss = zero_like(encoded.text)
         if batch.mlm_labels is not None:
             has_label = batch.mlm_labels != -100  # [B, Lt]
             mlm_logits = self.mlm_head(encoded.text[has_label])  # [N, V]
             valid = matched[:, None].expand_as(has_label)[has_label]  # [N]
-            mlm_loss = masked_lm_loss(mlm_logits, batch.mlm_labels[has_label], valid) + _zero_like(mlm_logits)
+            mlm_loss = masked_lm_loss(mlm_logits, batch.mlm_labels[has_label], valid) + zero_like(mlm_logits)
 
-        action_loss = _zero_like(action_logits)
+        action_loss = zero_like(action_logits)
         if batch.action_targets is not None and batch.action_target_mask is not None:
             valid = batch.action_target_mask.bool() & matched[:, None] & (batch.action_targets.sum(-1) > 0)
             action_loss = soft_target_cross_entropy(action_logits, batch.action_targets, valid)
 
-        region_loss = _zero_like(region_logits if region_logits is not None else encoded.action)
+        region_loss = zero_like(region_logits if region_logits is not None else encoded.action)
         if region_logits is not None and batch.region_targets is not None and batch.region_target_mask is not None:
             valid = batch.region_target_mask.bool() & matched[:, None]
-            region_loss = region_kl_loss(region_logits, batch.region_targets, valid)
+            region_loss = kl_to_targets(region_logits, batch.region_targets, valid)
 
         losses = {"mlm": mlm_loss, "action": action_loss, "region": region_loss, "match": match_loss}
         weights = self.config.loss_weights
@@ -639,116 +589,15 @@ class ActBertForPretraining(PretrainedModelMixin, nn.Module):
         )
 
 
-def random_batch(
-    config: ActBertConfig,
-    batch_size: int = 2,
-    clips: int | Sequence[int] = 3,
-    words_per_clip: int = 4,
-    regions_per_clip: int = 3,
-    with_targets: bool = True,
-    seed: int = 0,
-) -> ActBertBatch:
-    """A batch with the real layout and random content, for shape checks, tests and benchmarks.
-
-    ``clips`` may differ per row (a sequence of length ``batch_size``) so rows carry padding.
-    Text: ``[CLS] w.. [SEP] w.. [SEP] ..``; actions: ``[ACT] x C, [SEP]``; regions:
-    ``([REGION] x n, [SEP]) x C``. Segment id = clip index; word positions run; action and
-    region positions = clip (frame) index. Word ids avoid the special ids below 1000.
-    """
-    g = torch.Generator().manual_seed(seed)
-    per_row = [clips] * batch_size if isinstance(clips, int) else list(clips)
-    rows = []
-    for c in per_row:
-        text_ids, text_seg = [101], [0]
-        for k in range(c):
-            text_ids += torch.randint(1000, min(config.vocab_size, 30000), (words_per_clip,), generator=g).tolist() + [102]
-            text_seg += [k] * (words_per_clip + 1)
-        act_ids = [config.act_token_id] * c + [config.sep_token_id]
-        act_pos, act_seg = list(range(c)) + [c], list(range(c)) + [max(c - 1, 0)]
-        reg_ids, reg_pos = [], []
-        for k in range(c):
-            reg_ids += [config.region_token_id] * regions_per_clip + [config.sep_token_id]
-            reg_pos += [k] * (regions_per_clip + 1)
-        rows.append((text_ids, text_seg, act_ids, act_pos, act_seg, reg_ids, reg_pos))
-    lt = max(len(r[0]) for r in rows)
-    la = max(len(r[2]) for r in rows)
-    lr = max(len(r[5]) for r in rows)
-
-    def pad(seqs: list[list[int]], length: int, value: int) -> torch.Tensor:
-        return torch.tensor([s + [value] * (length - len(s)) for s in seqs], dtype=torch.long)
-
-    text_mask = pad([[1] * len(r[0]) for r in rows], lt, 0).bool()
-    action_mask = pad([[1] * len(r[2]) for r in rows], la, 0).bool()
-    region_mask = pad([[1] * len(r[5]) for r in rows], lr, 0).bool()
-    action_token_ids = pad([r[2] for r in rows], la, config.pad_token_id)
-    region_token_ids = pad([r[5] for r in rows], lr, config.pad_token_id)
-    is_act, is_region = action_token_ids == config.act_token_id, region_token_ids == config.region_token_id
-    boxes = torch.rand(batch_size, lr, 4, generator=g)
-    x1, x2 = torch.minimum(boxes[..., 0], boxes[..., 2]), torch.maximum(boxes[..., 0], boxes[..., 2])
-    y1, y2 = torch.minimum(boxes[..., 1], boxes[..., 3]), torch.maximum(boxes[..., 1], boxes[..., 3])
-    locations = torch.stack([x1, y1, x2, y2, (x2 - x1) * (y2 - y1)], dim=-1) * is_region[..., None]
-    batch = ActBertBatch(
-        input_ids=pad([r[0] for r in rows], lt, config.pad_token_id),
-        text_segment_ids=pad([r[1] for r in rows], lt, 0),
-        text_position_ids=pad([list(range(len(r[0]))) for r in rows], lt, 0),
-        text_mask=text_mask,
-        action_token_ids=action_token_ids,
-        action_features=torch.randn(batch_size, la, config.action_feature_dim, generator=g) * is_act[..., None],
-        action_segment_ids=pad([r[4] for r in rows], la, 0),
-        action_position_ids=pad([r[3] for r in rows], la, 0),
-        action_mask=action_mask,
-        region_token_ids=region_token_ids,
-        region_features=torch.randn(batch_size, lr, config.region_feature_dim, generator=g).relu() * is_region[..., None],
-        region_locations=locations,
-        region_segment_ids=pad([[p for p in r[6]] for r in rows], lr, 0),
-        region_position_ids=pad([r[6] for r in rows], lr, 0),
-        region_mask=region_mask,
-        video_ids=[f"random{i}" for i in range(batch_size)],
-    )
-    if with_targets:
-        is_word = text_mask & (batch.input_ids >= 1000)
-        chosen = is_word & (torch.rand(batch_size, lt, generator=g) < 0.3)
-        chosen[:, 1] = is_word[:, 1]  # at least one target per row
-        batch.mlm_labels = torch.where(chosen, batch.input_ids, torch.full_like(batch.input_ids, -100))
-        batch.input_ids = torch.where(chosen, torch.full_like(batch.input_ids, 103), batch.input_ids)
-        batch.action_targets = torch.softmax(torch.randn(batch_size, la, config.num_actions, generator=g) * 3, -1)
-        batch.action_targets = batch.action_targets * is_act[..., None]
-        batch.action_target_mask = is_act & (torch.rand(batch_size, la, generator=g) < 0.5)
-        batch.action_target_mask[:, 0] = True
-        batch.action_features = batch.action_features * ~batch.action_target_mask[..., None]
-        batch.region_targets = torch.softmax(torch.randn(batch_size, lr, config.num_region_classes, generator=g) * 3, -1)
-        batch.region_targets = batch.region_targets * is_region[..., None]
-        batch.region_target_mask = is_region & (torch.rand(batch_size, lr, generator=g) < 0.5)
-        batch.region_target_mask[:, 0] = True
-        batch.region_features = batch.region_features * ~batch.region_target_mask[..., None]
-        batch.match_labels = (torch.arange(batch_size) % 2 == 0).float()
-    return batch
-
-
-def replace_config(config: ActBertConfig, **changes) -> ActBertConfig:
-    """A copy of ``config`` with ``changes`` (validated again)."""
-    return dataclasses.replace(config, **changes)
-
-
 __all__ = [
-    "ActBertBatch",
-    "ActBertConfig",
     "ActBertEncoderOutput",
     "ActBertForPretraining",
     "ActBertModel",
-    "BatchError",
-    "ClassificationHead",
     "CrossModalMatchingHead",
     "MaskedLanguageModelHead",
     "PretrainingOutput",
     "TextEmbeddings",
-    "VISUAL_TOKENS",
     "VisualEmbeddings",
     "check_batch",
-    "masked_lm_loss",
-    "random_batch",
-    "region_kl_loss",
-    "replace_config",
-    "soft_target_cross_entropy",
     "visual_token_index",
 ]

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from actbert.models.paddlevideo import PaddleVideoActBert, PaddleVideoActBertConfig, PaddleVideoConfigError
+from actbert.errors import CheckpointError
+from actbert.models.paddlevideo.modeling import PaddleVideoActBert, PaddleVideoActBertConfig, PaddleVideoConfigError
 
 # Paddle's bookkeeping entry in a saved state dict (structured name -> internal name): not a weight.
 PADDLE_BOOKKEEPING_KEYS = ("StructuredToParameterName@@",)
@@ -42,10 +43,6 @@ WORD_EMBEDDINGS_KEY = "bert.embeddings.word_embeddings.weight"
 PADDLE_RENAMES: tuple[tuple[str, str], ...] = (
     (r"\.ent_output\.(dense|LayerNorm)([123])\.", r".ent_output\2.\1."),
 )
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model (names the file and the key)."""
 
 
 class UnsafePickleError(CheckpointError):

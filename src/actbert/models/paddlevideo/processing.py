@@ -23,6 +23,7 @@ per video, :func:`caption_input` per caption, then :func:`match_probabilities` f
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -31,7 +32,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actbert.models.paddlevideo import MATCHED_CLASS, PADDING_ID, PaddleVideoActBert, matched_probability
+from actbert.errors import ActBertError
+
+from actbert.models.paddlevideo.configuration import MATCHED_CLASS, PADDING_ID
+from actbert.models.processing import Item, Processor
 
 MAX_TEXT_LEN = 36
 MAX_REGIONS = 35  # plus the global slot
@@ -39,7 +43,7 @@ MAX_ACTIONS = 5
 GLOBAL_LOCATION = (0.0, 0.0, 1.0, 1.0, 1.0)
 
 
-class PaddleVideoRetrievalError(ValueError):
+class PaddleVideoRetrievalError(ActBertError):
     """An input that cannot be laid out for the paddlevideo model (names the video/caption and field)."""
 
 
@@ -316,93 +320,6 @@ def score_matrix(
     return match_probabilities(model, captions, videos, pairs, batch_size, device, progress).reshape(len(captions), len(videos))
 
 
-def gallery_scores(
-    model: PaddleVideoActBert,
-    assembler: Any,
-    queries: Sequence[str],
-    clips: Sequence[Any],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> np.ndarray:
-    """``retrieval --layout paddlevideo``: score a gallery from the feature store in this layout.
-
-    ``assembler``: a :class:`~actbert.tasks.common.ClipAssembler` (its ``video(id)`` gives the
-    checked store arrays, its ``tokenizer`` encodes the queries); ``clips``: objects with
-    ``video_id``, ``start``, ``end`` (``retrieval.Clip``). Returns float32 ``[T, V]`` matched
-    probabilities (rank clips per query by descending score).
-    """
-    if not isinstance(model, PaddleVideoActBert):
-        raise PaddleVideoRetrievalError(
-            f"layout 'paddlevideo' needs a model with architecture 'paddlevideo' (a folder written by "
-            f"`actbert convert-paddle`), got {type(model).__name__}; use layout 'actbert' for this model"
-        )
-    config = model.config
-    videos = []
-    for clip in clips:
-        layout = video_input_from_features(assembler.video(clip.video_id), clip.start, clip.end, video_id=clip.video_id)
-        for field, width, expected in (
-            ("region_features", layout.image_feat.shape[1], config.v_feature_size),
-            ("action_features", layout.action_feat.shape[1], config.a_feature_size),
-        ):
-            if width != expected:
-                raise PaddleVideoRetrievalError(
-                    f"{assembler.store_name}: video {clip.video_id!r}: field {field!r} has width {width} but the "
-                    f"paddlevideo model expects {expected} (features must come from the same extractors as the checkpoint's)"
-                )
-        videos.append(layout)
-    captions = encode_captions(assembler.tokenizer, queries)
-    return score_matrix(model, captions, videos, batch_size, device, progress)
-
-
-def finetune(model: PaddleVideoActBert, assembler: Any, bench: Any, settings: Any) -> Any:
-    """``retrieval --layout paddlevideo`` fine-tuning on the MSR-VTT training split ("+FT").
-
-    Each step takes ``settings.train_batch`` (video, caption) training pairs labelled
-    :data:`~actbert.models.paddlevideo.MATCHED_CLASS` (0) and ``settings.negatives`` captions of
-    other videos per pair labelled 1 -- PaddleVideo's ``next_sentence_label`` convention -- and
-    minimises the cross-entropy of ``seq_relationship_score`` (no ignored labels, so Paddle's and
-    PyTorch's mean agree). The whole model trains (AdamW, ``settings.lr``, ``settings.steps``).
-    Returns the :class:`~actbert.tasks.common.TrainLog`.
-    """
-    import torch.nn.functional as F
-
-    from actbert.tasks.common import train_loop
-    from actbert.tasks.retrieval import msrvtt_training_pairs
-
-    if not isinstance(model, PaddleVideoActBert):
-        raise PaddleVideoRetrievalError(f"layout 'paddlevideo' fine-tuning needs a paddlevideo model, got {type(model).__name__}")
-    pairs = msrvtt_training_pairs(bench, assembler)
-    rng = np.random.default_rng(settings.seed)
-    torch.manual_seed(settings.seed)
-    device = next(model.parameters()).device
-    videos: dict[str, VideoInput] = {}
-
-    def video(video_id: str) -> VideoInput:
-        if video_id not in videos:
-            videos[video_id] = video_input_from_features(assembler.video(video_id), video_id=video_id)
-        return videos[video_id]
-
-    def loss_at(step: int) -> torch.Tensor:
-        texts, rows, labels = [], [], []
-        for i in rng.choice(len(pairs), size=min(settings.train_batch, len(pairs)), replace=False):
-            video_id, caption = pairs[i]
-            texts.append(caption)
-            rows.append(video(video_id))
-            labels.append(MATCHED_CLASS)
-            for _ in range(settings.negatives):
-                j = int(rng.integers(len(pairs)))
-                while pairs[j][0] == video_id:  # msrvtt_training_pairs guarantees a second video
-                    j = int(rng.integers(len(pairs)))
-                texts.append(pairs[j][1])
-                rows.append(rows[-1])
-                labels.append(1 - MATCHED_CLASS)
-        logits = model(*model_inputs(encode_captions(assembler.tokenizer, texts), rows, device)).seq_relationship_score
-        return F.cross_entropy(logits.float(), torch.tensor(labels, device=logits.device))
-
-    return train_loop(model.parameters(), loss_at, settings.steps, settings.lr, desc="paddlevideo retrieval fine-tune", modules=[model])
-
-
 def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEXT_LEN) -> list[CaptionInput]:
     """Tokenise captions with the project's tokenizer (``encode``, ``cls_id``, ``sep_id``)."""
     out = []
@@ -413,7 +330,89 @@ def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEX
     return out
 
 
+@dataclass
+class PaddleVideoBatch:
+    """The 8 inputs of :class:`~actbert.models.paddlevideo.modeling.PaddleVideoActBert` in upstream order."""
+
+    text_ids: torch.Tensor  # [B, Lt] long
+    action_feat: torch.Tensor  # [B, La, Fa]
+    image_feat: torch.Tensor  # [B, Lv, Fv] (slot 0 = global)
+    image_loc: torch.Tensor  # [B, Lv, 5]
+    token_type_ids: torch.Tensor  # [B, Lt]
+    text_mask: torch.Tensor  # [B, Lt]
+    image_mask: torch.Tensor  # [B, Lv]
+    action_mask: torch.Tensor  # [B, La]
+
+    def inputs(self) -> list[torch.Tensor]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> "PaddleVideoBatch":
+        return PaddleVideoBatch(*(t.to(device, non_blocking=non_blocking) for t in self.inputs()))
+
+    def num_tokens(self) -> int:
+        return int(self.text_mask.sum() + self.image_mask.sum() + self.action_mask.sum())
+
+
+class PaddleVideoProcessor(Processor):
+    """Task items -> :class:`PaddleVideoBatch` in PaddleVideo's MSR-VTT test layout (module docstring).
+
+    A video part's layout comes from its store record (:func:`video_input_from_features`; frames
+    given as a list are read as the span they cover); text through :func:`encode_captions`.
+    """
+
+    notes = ("PaddleVideo MSR-VTT test layout (global + 35 regions, 5 action slots), score = P(matched)",)
+
+    def __init__(self, assembler: Any, config: Any):
+        super().__init__(assembler, config)
+        self._videos: dict[Any, VideoInput] = {}
+
+    def video(self, ref: Any) -> VideoInput:
+        layout = self._videos.get(ref)
+        if layout is None:
+            start, end = ref.start, ref.end
+            if ref.frames is not None:
+                times = self.assembler.frame_times(ref.video_id)[list(ref.frames)]
+                start, end = float(times.min()), float(times.max()) + 1.0
+            layout = video_input_from_features(self.assembler.video(ref.video_id), start, end, video_id=ref.video_id)
+            if self.config is not None:
+                for field_name, width, expected in (
+                    ("region_features", layout.image_feat.shape[1], self.config.v_feature_size),
+                    ("action_features", layout.action_feat.shape[1], self.config.a_feature_size),
+                ):
+                    if width != expected:
+                        raise PaddleVideoRetrievalError(
+                            f"{self.assembler.store_name}: video {ref.video_id!r}: field {field_name!r} has width {width} but the "
+                            f"paddlevideo model expects {expected} (features must come from the same extractors as the checkpoint's)"
+                        )
+            self._videos[ref] = layout
+        return layout
+
+    def batch(self, items: Sequence[Item], use_regions: bool = True) -> PaddleVideoBatch:
+        if not use_regions:
+            raise PaddleVideoRetrievalError("paddlevideo layout: use_regions=False is not supported (regions are part of its input)")
+        vocab = getattr(self.config, "vocab_size", None)
+        captions = []
+        for i, it in enumerate(items):
+            if isinstance(it.text, str) or it.text is None:
+                captions.extend(encode_captions(self.tokenizer, [it.text or ""]))
+            else:
+                captions.append(caption_input(list(it.text), self.tokenizer.cls_id, self.tokenizer.sep_id))
+            if vocab is not None and captions[-1].text_ids.max(initial=0) >= vocab:
+                raise PaddleVideoRetrievalError(
+                    f"item {i}: field 'text_ids' has id {int(captions[-1].text_ids.max())} >= the model's vocab_size {vocab}"
+                )
+        return PaddleVideoBatch(*model_inputs(captions, [self.video(it.video) for it in items]))
+
+
+def matched_probability(seq_relationship_score: torch.Tensor) -> torch.Tensor:
+    """``[B, 2]`` logits -> ``[B]`` probability that text and video match (class 0)."""
+    return seq_relationship_score.float().softmax(dim=-1)[:, MATCHED_CLASS]
+
+
 __all__ = [
+    "PaddleVideoBatch",
+    "PaddleVideoProcessor",
+    "matched_probability",
     "CaptionInput",
     "GLOBAL_LOCATION",
     "MAX_ACTIONS",
@@ -424,8 +423,6 @@ __all__ = [
     "caption_input",
     "encode_captions",
     "features_from_paddle_record",
-    "finetune",
-    "gallery_scores",
     "match_probabilities",
     "model_inputs",
     "score_matrix",

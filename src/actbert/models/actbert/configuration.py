@@ -1,0 +1,136 @@
+"""ActBERT's configuration: :class:`ActBertConfig` (the ``model:`` section of an ``actbert`` preset).
+
+Defaults are the paper's base model; ``ActBertForPretraining.fill_config_from_data`` fills the
+feature widths, vocabulary size, class counts and special-token ids from the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from actbert.config import ConfigError
+from actbert.errors import ActBertError
+from actbert.models.layers import ACTIVATIONS
+
+# Rows of the visual token table (the model's own ids; batches carry tokenizer ids).
+VISUAL_TOKENS = ("[PAD]", "[SEP]", "[ACT]", "[REGION]")
+LOCATION_DIM = 5  # x1/W, y1/H, x2/W, y2/H, area fraction
+LOSS_NAMES = ("mlm", "action", "region", "match")
+MATCH_FUSIONS = ("cls", "mul")
+
+
+class BatchError(ActBertError):
+    """A batch that does not fit the model (wrong dimension, id out of range, non-finite feature)."""
+
+
+@dataclass
+class ActBertConfig:
+    """Hyper-parameters of :class:`ActBertModel` (the ``model:`` section of ``configs/*.yaml``).
+
+    Defaults are the paper's base model. Feature dims and ``vocab_size`` are filled by the data
+    side from the feature store schema and the tokenizer.
+    """
+
+    architecture: str = "actbert"
+    # text stream (w-transformer), BERT layout
+    vocab_size: int = 30524
+    text_hidden_size: int = 768
+    text_num_heads: int = 12
+    text_intermediate_size: int = 3072
+    text_layers: int = 12
+    text_tangled: list[int] = field(default_factory=lambda: [6, 7, 8, 9, 10, 11])
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 16  # segment ids = clip index; >= clips per sample + 1
+    # tokenizer ids that may appear in the visual streams
+    pad_token_id: int = 0
+    sep_token_id: int = 102
+    act_token_id: int = 30522
+    region_token_id: int = 30523
+    # visual streams (a- and r-transformers share the width)
+    visual_hidden_size: int = 1024
+    visual_num_heads: int = 8
+    visual_intermediate_size: int = 1024
+    action_layers: int = 6
+    action_tangled: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    region_layers: int = 6
+    region_tangled: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])
+    max_visual_positions: int = 512
+    # input/output dims from the data
+    action_feature_dim: int = 2048
+    region_feature_dim: int = 2048
+    num_actions: int = 1000
+    num_region_classes: int = 1601
+    # regularisation and init
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    initializer_range: float = 0.02
+    use_regions: bool = True  # False: the region stream is skipped ("without region cues")
+    # what the matching head reads: "cls" = the text [CLS] alone; "mul" = [CLS] x pooled video
+    # (the released implementation's fusion; see CrossModalMatchingHead)
+    match_fusion: str = "mul"
+    loss_weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
+    # text checkpoint (folder or installed package) loaded by pretrained.create_model; None = random
+    text_init: str | None = None
+
+    def __post_init__(self) -> None:
+        def fail(key: str, why: str) -> None:
+            raise ConfigError(f"ActBertConfig.{key}: {why}")
+
+        if self.architecture != "actbert":
+            fail("architecture", f"must be 'actbert' for this model, got {self.architecture!r}")
+        for key in (
+            "vocab_size", "text_hidden_size", "text_num_heads", "text_intermediate_size", "max_position_embeddings",
+            "type_vocab_size", "visual_hidden_size", "visual_num_heads", "visual_intermediate_size",
+            "max_visual_positions", "action_feature_dim", "region_feature_dim", "num_actions", "num_region_classes",
+        ):  # fmt: skip
+            if getattr(self, key) <= 0:
+                fail(key, f"must be positive, got {getattr(self, key)}")
+        if self.text_hidden_size % self.text_num_heads:
+            fail("text_num_heads", f"{self.text_num_heads} does not divide text_hidden_size={self.text_hidden_size}")
+        if self.visual_hidden_size % self.visual_num_heads:
+            fail("visual_num_heads", f"{self.visual_num_heads} does not divide visual_hidden_size={self.visual_hidden_size}")
+        for stream in ("text", "action", "region"):
+            depth, tangled = getattr(self, f"{stream}_layers"), list(getattr(self, f"{stream}_tangled"))
+            if depth < 0:
+                fail(f"{stream}_layers", f"must be >= 0, got {depth}")
+            if any(not 0 <= i < depth for i in tangled):
+                fail(f"{stream}_tangled", f"indices {tangled} must lie in [0, {stream}_layers={depth})")
+            if any(b <= a for a, b in zip(tangled, tangled[1:])):
+                fail(f"{stream}_tangled", f"indices {tangled} must be strictly increasing")
+        if not len(self.text_tangled) == len(self.action_tangled) == len(self.region_tangled):
+            fail(
+                "text_tangled",
+                f"text_tangled {self.text_tangled}, action_tangled {self.action_tangled} and region_tangled "
+                f"{self.region_tangled} must have the same length (one entry per tangled block)",
+            )
+        if self.match_fusion not in MATCH_FUSIONS:
+            fail("match_fusion", f"{self.match_fusion!r} is not one of {list(MATCH_FUSIONS)}")
+        if self.activation not in ACTIVATIONS:
+            fail("activation", f"{self.activation!r} is not one of {sorted(ACTIVATIONS)}")
+        for key in ("hidden_dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                fail(key, f"must be in [0, 1), got {getattr(self, key)}")
+        unknown = sorted(set(self.loss_weights) - set(LOSS_NAMES))
+        if unknown:
+            fail("loss_weights", f"unknown loss name(s) {unknown}; known: {list(LOSS_NAMES)}")
+        self.loss_weights = {name: float(self.loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
+        ids = [self.pad_token_id, self.sep_token_id, self.act_token_id, self.region_token_id]
+        if len(set(ids)) != 4:
+            fail("act_token_id", f"pad/sep/act/region token ids must differ, got {ids}")
+
+    @property
+    def num_tangled(self) -> int:
+        return len(self.text_tangled)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def replace_config(config: ActBertConfig, **changes) -> ActBertConfig:
+    """A copy of ``config`` with ``changes`` (validated again)."""
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = ["ActBertConfig", "BatchError", "LOCATION_DIM", "LOSS_NAMES", "MATCH_FUSIONS", "VISUAL_TOKENS", "replace_config"]
