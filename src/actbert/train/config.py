@@ -94,6 +94,9 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast (CPU and CUDA)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = 0  # torch intra-op threads per process; 0 = torch's default
+    # a save_pretrained folder (e.g. `actbert convert-paddle` output) whose weights start the run;
+    # its config must describe the same model as the model section (after the data's sizes)
+    init_from: str | None = None
     stop_after: int = 0  # >0: stop right after this step (simulates an interruption; resume with --resume)
     progress: bool = True  # tqdm bar on rank 0
     plot_every_checkpoint: bool = True  # refresh metrics.png at each checkpoint (always at the end)

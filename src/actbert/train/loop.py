@@ -113,6 +113,18 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
     return PretrainData(dataset, collator, model_config, failures)
 
 
+def init_weights(model: torch.nn.Module, folder: str | os.PathLike) -> None:
+    """Start from the weights of a ``save_pretrained`` folder of the same model (``train.init_from``)."""
+    from actbert.models.pretrained import from_pretrained, read_saved_config
+
+    saved = to_dict(read_saved_config(folder))
+    ours = to_dict(model.config)
+    diff = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    if diff:
+        raise CheckpointError(f"{folder}: train.init_from describes another model than the model section (fields {diff})")
+    model.load_state_dict(from_pretrained(folder, model_class=type(model)).state_dict())
+
+
 def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.AdamW:
     """AdamW; biases, LayerNorm weights and 1-d parameters get no weight decay. Learning rates:
     ``optim.lr_scales[g] * optim.lr`` for the model's named group ``g`` (``parameter_groups()``),
@@ -165,6 +177,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
             print(f"warning: skipped {len(data.failures)} video(s); see {run_dir / 'data_failures.json'}", file=sys.stderr)
     torch.manual_seed(t.seed)  # identical initialisation on every process
     model = create_model(data.model_config, heads=True, verbose=main)  # loads model.text_init (e.g. MiniLM) if set
+    if t.init_from:
+        init_weights(model, t.init_from)
     model.to(device)
     raw_model = model
     if info.enabled:

@@ -27,6 +27,7 @@ slots, ``Dt/Dv/Da`` stream widths, ``Db`` the connection ("bi") width.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import torch
@@ -418,6 +419,28 @@ class PaddleVideoActBert(VideoTextModel):
         self.cls = PretrainingHeads(config)
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
+    @classmethod
+    def fill_config_from_data(cls, config: PaddleVideoActBertConfig, schema, tokenizer) -> PaddleVideoActBertConfig:
+        """Feature widths and target counts from the store schema, the vocabulary from the tokenizer."""
+        return dataclasses.replace(
+            config,
+            vocab_size=tokenizer.vocab_size,
+            v_feature_size=schema.region_dim,
+            a_feature_size=schema.action_dim,
+            v_target_size=schema.num_region_classes,
+            a_target_size=schema.num_actions,
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """``matching``: the three poolers and ``seq_relationship``; ``visual``: the region and
+        action embeddings and single-stream layers (not the connection layers)."""
+        b = self.bert
+        visual = (b.v_embeddings, b.a_embeddings, b.encoder.v_layer, b.encoder.a_layer)
+        return {
+            "matching": [*b.t_pooler.parameters(), *b.v_pooler.parameters(), *b.a_pooler.parameters(), *self.cls.seq_relationship.parameters()],
+            "visual": [p for part in visual for p in part.parameters()],
+        }
+
     def _check_inputs(self, text_ids, action_feat, image_feat, image_loc) -> None:
         c = self.config
         checks = (
@@ -438,7 +461,27 @@ class PaddleVideoActBert(VideoTextModel):
         if len(batch) != 1:
             raise PaddleVideoInputError(f"inputs text_ids/action_feat/image_feat: batch sizes differ ({sorted(batch)})")
 
-    def forward(
+    def forward(self, text_ids: torch.Tensor | PaddleVideoBatch, *inputs, **kw):
+        """``forward(PaddleVideoBatch)``: the pretraining forward of the model interface ->
+        :class:`~actbert.models.interface.PretrainingOutput` with PaddleVideo's four losses
+        (``mlm``, ``region``, ``action``, ``match``; :func:`paddlevideo_pretraining_loss`).
+        ``forward(text_ids, action_feat, ...)``: the upstream call -> :class:`PaddleVideoOutput`."""
+        if isinstance(text_ids, PaddleVideoBatch):
+            return self.pretraining_forward(text_ids)
+        return self.upstream_forward(text_ids, *inputs, **kw)
+
+    def pretraining_forward(self, batch: PaddleVideoBatch) -> PretrainingOutput:
+        outputs = self.upstream_forward(*batch.inputs())
+        for name in ("masked_lm_labels", "image_label", "image_target", "masked_action_labels", "next_sentence_label"):
+            if getattr(batch, name) is None:
+                raise PaddleVideoInputError(f"PaddleVideoBatch.{name}: missing (a pretraining batch needs every label)")
+        loss = paddlevideo_pretraining_loss(
+            outputs, batch.masked_lm_labels, batch.image_label, batch.image_target, batch.masked_action_labels, batch.next_sentence_label
+        )
+        losses = {"mlm": loss.mlm, "region": loss.region_kl, "action": loss.action, "match": loss.matching}
+        return PretrainingOutput(loss=loss.total, losses=losses)
+
+    def upstream_forward(
         self,
         text_ids: torch.Tensor,
         action_feat: torch.Tensor,

@@ -343,14 +343,81 @@ class PaddleVideoBatch:
     image_mask: torch.Tensor  # [B, Lv]
     action_mask: torch.Tensor  # [B, La]
 
+    # pretraining labels, PaddleVideo's conventions (None outside pretraining)
+    masked_lm_labels: torch.Tensor | None = None  # [B, Lt] long, -1 = no target
+    image_label: torch.Tensor | None = None  # [B, Lv-1] long, 1 = masked region (global slot excluded)
+    image_target: torch.Tensor | None = None  # [B, Lv-1, v_target] detector class distribution
+    masked_action_labels: torch.Tensor | None = None  # [B, La] long, -1 = no target
+    next_sentence_label: torch.Tensor | None = None  # [B] long, 0 = matched caption
+
     def inputs(self) -> list[torch.Tensor]:
-        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return [getattr(self, name) for name in INPUT_NAMES]
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> "PaddleVideoBatch":
-        return PaddleVideoBatch(*(t.to(device, non_blocking=non_blocking) for t in self.inputs()))
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return PaddleVideoBatch(**{k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
     def num_tokens(self) -> int:
         return int(self.text_mask.sum() + self.image_mask.sum() + self.action_mask.sum())
+
+
+INPUT_NAMES = ("text_ids", "action_feat", "image_feat", "image_loc", "token_type_ids", "text_mask", "image_mask", "action_mask")
+
+
+def from_actbert_batch(batch: Any, act_id: int, region_id: int) -> PaddleVideoBatch:
+    """A pretraining sample batch in ActBERT's three-stream layout -> PaddleVideo's inputs and labels.
+
+    PaddleVideo pretrains ActBERT on the same kind of sample (a window of clips + their narration),
+    so the family reuses ActBERT's sample builder and masking and re-lays the batch out:
+
+    * text: the same ids (segment ids all 0: PaddleVideo's ``type_vocab_size`` is 2); MLM labels
+      with -1 for "no target";
+    * regions: slot 0 = the mean of the row's real regions at location (0, 0, 1, 1, 1), then the
+      region stream with its [SEP] / padding slots masked out; ``image_label`` / ``image_target``
+      from the masked-region targets;
+    * actions: the [ACT] slots (the closing [SEP] masked out); ``masked_action_labels`` = the
+      arg-max mined verb of each masked action with a target, -1 elsewhere;
+    * ``next_sentence_label`` = 0 for a matched caption, 1 for a negative (upstream convention).
+    """
+    is_region = (batch.region_token_ids == region_id) & batch.region_mask.bool()  # [B, Lr]
+    is_act = (batch.action_token_ids == act_id) & batch.action_mask.bool()  # [B, La]
+    weight = is_region.float()[..., None]
+    global_feat = (batch.region_features * weight).sum(1) / weight.sum(1).clamp(min=1.0)  # [B, Dr]
+    b = batch.region_features.shape[0]
+    global_loc = torch.tensor(GLOBAL_LOCATION, dtype=batch.region_locations.dtype).expand(b, 1, 5)
+    out = PaddleVideoBatch(
+        text_ids=batch.input_ids,
+        action_feat=batch.action_features,
+        image_feat=torch.cat([global_feat[:, None], batch.region_features], dim=1),
+        image_loc=torch.cat([global_loc, batch.region_locations], dim=1),
+        token_type_ids=torch.zeros_like(batch.input_ids),
+        text_mask=batch.text_mask.long(),
+        image_mask=torch.cat([torch.ones(b, 1, dtype=torch.long), is_region.long()], dim=1),
+        action_mask=is_act.long(),
+    )
+    if batch.mlm_labels is not None:
+        out.masked_lm_labels = torch.where(batch.mlm_labels == -100, torch.full_like(batch.mlm_labels, -1), batch.mlm_labels)
+    if batch.region_targets is not None and batch.region_target_mask is not None:
+        out.image_label = (batch.region_target_mask.bool() & is_region).long()
+        out.image_target = batch.region_targets
+    if batch.action_targets is not None and batch.action_target_mask is not None:
+        has = batch.action_target_mask.bool() & is_act & (batch.action_targets.sum(-1) > 0)
+        out.masked_action_labels = torch.where(has, batch.action_targets.argmax(-1), torch.full_like(batch.action_token_ids, -1))
+    if batch.match_labels is not None:
+        out.next_sentence_label = torch.where(batch.match_labels > 0.5, MATCHED_CLASS, 1 - MATCHED_CLASS).long()
+    return out
+
+
+@dataclass
+class PaddleVideoPretrainingCollator:
+    """Samples -> ActBERT's batch (its :class:`~actbert.models.actbert.processing.Collator`) -> :func:`from_actbert_batch`."""
+
+    collator: Any
+    act_id: int
+    region_id: int
+
+    def __call__(self, samples: Sequence[Any]) -> PaddleVideoBatch:
+        return from_actbert_batch(self.collator(samples), self.act_id, self.region_id)
 
 
 class PaddleVideoProcessor(Processor):
@@ -365,6 +432,12 @@ class PaddleVideoProcessor(Processor):
     def __init__(self, assembler: Any, config: Any):
         super().__init__(assembler, config)
         self._videos: dict[Any, VideoInput] = {}
+
+    @classmethod
+    def pretraining_collator(cls, config: Any, tokenizer: Any, pad_to: tuple[int, int, int] | None = None) -> PaddleVideoPretrainingCollator:
+        from actbert.models.actbert.processing import Collator
+
+        return PaddleVideoPretrainingCollator(Collator(int(tokenizer.pad_id), pad_to), int(tokenizer.act_id), int(tokenizer.region_id))
 
     def video(self, ref: Any) -> VideoInput:
         layout = self._videos.get(ref)
@@ -402,6 +475,9 @@ class PaddleVideoProcessor(Processor):
                     f"item {i}: field 'text_ids' has id {int(captions[-1].text_ids.max())} >= the model's vocab_size {vocab}"
                 )
         return PaddleVideoBatch(*model_inputs(captions, [self.video(it.video) for it in items]))
+
+    def mask_positions(self, batch: PaddleVideoBatch) -> torch.Tensor:
+        return batch.text_ids == self.tokenizer.mask_id
 
 
 def matched_probability(seq_relationship_score: torch.Tensor) -> torch.Tensor:
