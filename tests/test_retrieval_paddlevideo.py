@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from actbert.tasks import retrieval
 from actbert.models.paddlevideo import processing as pv
 from actbert.data.clips import ClipAssembler
 from actbert.errors import CapabilityError
-from actbert.tasks.common import Benchmark, TaskError
+from actbert.tasks.common import Benchmark
 
 torch.set_num_threads(1)
 

@@ -7,9 +7,8 @@ collator (``processor_class.pretraining_collator``, e.g. ActBERT's
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 

@@ -6,7 +6,6 @@ Everything here is a function of what the run folder holds (result files, ``stag
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from pathlib import Path
@@ -23,7 +22,7 @@ from actbert.demo.profiles import (
     stage_commands,
 )
 from actbert.tasks.common import TASK_NAMES
-from actbert.utils.io import atomic_write_bytes, atomic_write_text, read_json
+from actbert.utils.io import atomic_write_text, read_json
 
 if TYPE_CHECKING:
     from actbert.demo.pipeline import StageBook
@@ -110,12 +109,9 @@ def results_table(results: Mapping[str, Mapping[str, Mapping]]) -> str:
 
 
 def _save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    from actbert.utils.plotting import save_png
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path)
 
 
 def plot_task_scores(scores: Mapping[str, Mapping[str, float | None]], path: Path) -> Path | None:

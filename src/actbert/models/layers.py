@@ -148,18 +148,6 @@ class Intermediate(nn.Module):
         return self.activation(self.dense(x))
 
 
-class FeedForward(nn.Module):
-    """BERT feed-forward block with residual and LayerNorm: ``[B, L, D] -> [B, L, D]``."""
-
-    def __init__(self, hidden: int, intermediate: int, dropout: float = 0.0, activation: str = "gelu"):
-        super().__init__()
-        self.intermediate = Intermediate(hidden, intermediate, activation)
-        self.output = ResidualOutput(intermediate, hidden, dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.intermediate(x), x)
-
-
 class SelfAttentionBlock(nn.Module):
     """BERT ``attention`` module: ``self`` (multi-head) + ``output`` (dense, residual, LayerNorm)."""
 
@@ -233,13 +221,8 @@ def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
         nn.init.zeros_(module.bias)
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 __all__ = [
     "ACTIVATIONS",
-    "FeedForward",
     "Intermediate",
     "LAYER_NORM_EPS",
     "MultiHeadAttention",
@@ -249,7 +232,6 @@ __all__ = [
     "TransformerLayer",
     "additive_attention_mask",
     "attend",
-    "count_parameters",
     "gelu",
     "init_bert_weights",
     "merge_heads",

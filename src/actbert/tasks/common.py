@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from actbert.data.clips import ClipAssembler
 from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_json, atomic_write_text
 from actbert.utils.schedule import lr_factor

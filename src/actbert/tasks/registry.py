@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
 
 from actbert.config import ConfigError
 from actbert.data.clips import ClipAssembler

@@ -38,7 +38,6 @@ from actbert.data import readers
 from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall
 from actbert.data.clips import ClipAssembler
 from actbert.data.clips import ClipsError
-from actbert.models.interface import require
 from actbert.models.processing import Item, VideoRef
 from actbert.tasks.common import Benchmark, TaskError, make_record
 from actbert.tasks.scoring import score_items

@@ -58,7 +58,6 @@ def plot_metrics(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> 
     records = read_metrics(jsonl_path)
     if not records:
         return None
-    import io
 
     import matplotlib
 
@@ -81,9 +80,6 @@ def plot_metrics(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> 
     ax_lr.set_title("schedule")
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    from actbert.utils.io import atomic_write_bytes
+    from actbert.utils.plotting import save_png
 
-    return atomic_write_bytes(png_path, buffer.getvalue())
+    return save_png(fig, png_path)

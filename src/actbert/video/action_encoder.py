@@ -36,6 +36,7 @@ from torchvision.models.video import r2plus1d_18, r3d_18
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple, VideoResNet
 
 from actbert.errors import ActBertError
+from actbert.models.losses import soft_target_cross_entropy
 from actbert.text.verbs import ActionVocabulary, VocabularyError
 from actbert.utils.io import atomic_save_file, atomic_write_json, read_json
 from actbert.utils.schedule import lr_factor
@@ -213,12 +214,6 @@ def clips_to_tensor(clips: np.ndarray | torch.Tensor, mean=KINETICS_MEAN, std=KI
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1, 1)
     return (video - mean_t) / std_t
-
-
-def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy against L1-normalised multi-label targets: mean over the batch of
-    ``-(target * log_softmax(logits)).sum(-1)``. logits, targets: [N, V]."""
-    return -(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
 def save_action_encoder(

@@ -10,7 +10,6 @@ skipped, ``failures.json``.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
@@ -193,15 +192,12 @@ def plot_action_loss(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from actbert.utils.io import atomic_write_bytes
-
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     ax.set_xlabel("epoch")
     ax.set_ylabel("soft-target cross-entropy")
     ax.set_title("action encoder training loss")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    from actbert.utils.plotting import save_png
+
+    save_png(fig, path)

@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from actbert.models.layers import (
-    ACTIVATIONS,
     LAYER_NORM_EPS,
     Intermediate,
     PredictionTransform,

@@ -265,7 +265,7 @@ def model_inputs(captions: Sequence[CaptionInput], videos: Sequence[VideoInput],
 
 @torch.no_grad()
 def match_probabilities(
-    model: PaddleVideoActBert,
+    model: Any,
     captions: Sequence[CaptionInput],
     videos: Sequence[VideoInput],
     pairs: Sequence[tuple[int, int]] | np.ndarray,
@@ -306,7 +306,7 @@ def match_probabilities(
 
 
 def score_matrix(
-    model: PaddleVideoActBert,
+    model: Any,
     captions: Sequence[CaptionInput],
     videos: Sequence[VideoInput],
     batch_size: int = 64,
