@@ -50,7 +50,8 @@ from actbert.metrics.captioning import caption_metrics
 from actbert.data.clips import ClipAssembler
 from actbert.models.interface import require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, TrainLog, batched, make_record, train_loop
+from actbert.tasks.common import Benchmark, TaskError, batched, make_record
+from actbert.train.finetune import TrainLog, train_loop
 from actbert.utils.precision import autocast
 
 TASK = "captioning"

@@ -37,7 +37,8 @@ from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
 from actbert.data.clips import ClipAssembler
 from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, TrainLog, make_record, train_loop
+from actbert.tasks.common import Benchmark, TaskError, make_record
+from actbert.train.finetune import TrainLog, train_loop
 from actbert.tasks.scoring import score_items
 
 TASK = "retrieval"

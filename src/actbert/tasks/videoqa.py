@@ -49,7 +49,8 @@ from actbert.metrics.accuracy import fill_in_blank_accuracy, multiple_choice_cor
 from actbert.data.clips import ClipAssembler
 from actbert.models.interface import require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, TrainLog, batched, make_record, train_loop
+from actbert.tasks.common import Benchmark, TaskError, batched, make_record
+from actbert.train.finetune import TrainLog, train_loop
 from actbert.tasks.retrieval import matching_batch, msrvtt_training_pairs
 from actbert.tasks.scoring import score_items
 from actbert.utils.precision import autocast
