@@ -29,9 +29,6 @@ class ToyDualConfig:
     act_token_id: int = 30522
     region_token_id: int = 30523
     scale: float = 10.0
-    # read by the random-feature corpus in train/loop.py (build_pretrain_data), unused by the model
-    num_actions: int = 16
-    num_region_classes: int = 16
 
 
 def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -83,6 +83,14 @@ class VideoTextModel(PretrainedModelMixin, nn.Module):
         """``config`` with the sizes the data decides (default: unchanged)."""
         return config
 
+    @classmethod
+    def random_corpus_dims(cls, config: Any) -> dict[str, int]:
+        """Sizes for the generated corpus of ``data.random: true`` (keys of
+        :class:`~actbert.data.random_features.RandomCorpusSpec`: ``action_dim``, ``region_dim``,
+        ``num_actions``, ``num_region_classes``). Default: none, so the spec's own sizes are used
+        and :meth:`fill_config_from_data` takes the model's sizes from the generated store."""
+        return {}
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Named parameter groups for ``optim.lr_scales`` (default: none)."""
         return {}

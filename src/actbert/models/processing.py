@@ -73,6 +73,22 @@ class Processor:
         """``[B, Lt]`` bool: the text positions that hold the tokenizer's ``[MASK]``."""
         raise NotImplementedError(f"{type(self).__name__} has no text [MASK] positions")
 
+    @classmethod
+    def pretraining_data(cls, source: Any) -> Any:
+        """The family's pretraining dataset + collator (:mod:`actbert.models.pretraining_data`).
+
+        Default: ActBERT's clip-window samples collated by :meth:`pretraining_collator`. Override
+        to sample differently; ``source`` is a :class:`~actbert.models.pretraining_data.PretrainSource`.
+        """
+        from actbert.models.pretraining_data import clip_window_data
+
+        return clip_window_data(cls, source)
+
+    @classmethod
+    def pretraining_collator(cls, config: Any, tokenizer: Any, pad_to: tuple[int, int, int] | None = None) -> Any:
+        """Clip-window samples (data/samples.py) -> the model's pretraining batch (used by the default data)."""
+        raise NotImplementedError(f"{cls.__name__} has no pretraining collator; override pretraining_data or add one")
+
 
 def processor_for(model: Any, assembler: Any) -> Processor:
     """The model's own processor over ``assembler`` (a model without one is an error)."""

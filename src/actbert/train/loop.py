@@ -1,8 +1,8 @@
 """The pretraining loop for every registered model (nanoGPT style: the whole loop in :func:`train`, in plain sight).
 
 The model section of the config names the family (``architecture``); the family fills the sizes the
-data decides (``fill_config_from_data``), collates samples into its batch (its processor's
-``pretraining_collator``) and returns named losses, which are logged and plotted whatever they are.
+data decides (``fill_config_from_data``), builds its dataset and batches (its processor's
+``pretraining_data``) and returns named losses, which are logged and plotted whatever they are.
 
 One process per device under ``torchrun`` (DDP, gloo on CPU / NCCL on GPU), or a single process.
 Per optimiser step each process runs ``grad_accum_steps`` micro-batches of ``batch_size`` samples,
@@ -32,11 +32,11 @@ from tqdm import tqdm
 
 from actbert.config import ConfigError, save_yaml, to_dict
 from actbert.data.collate import ResumableDistributedSampler, make_loader
-from actbert.data.corpus import Corpus, CorpusError
+from actbert.data.corpus import CorpusError
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
-from actbert.data.samples import PretrainDataset, SampleBuilder, SpecialTokens
 from actbert.data.store import FeatureStore
 from actbert.models.interface import parameter_groups_of
+from actbert.models.pretraining_data import PretrainSource
 from actbert.models.registry import create_model, resolve_architecture
 from actbert.train import distributed
 from actbert.train.checkpoint import (
@@ -64,21 +64,23 @@ class PretrainData:
 
 
 def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.DistInfo | None = None) -> PretrainData:
-    """Tokenizer + feature store (or a random-feature corpus) + narrations -> dataset and collator.
+    """Tokenizer + feature store (or a random-feature corpus) + narrations -> the family's dataset and collator.
 
     The model family replaces the model section's feature dims, vocabulary sizes and special-token
-    ids by the ones the data actually has (``fill_config_from_data``), so a preset works with any store.
+    ids by the ones the data actually has (``fill_config_from_data``), so a preset works with any
+    store; its processor then builds the dataset and collator (``pretraining_data``; default: the
+    clip-window samples of data/samples.py, see models/pretraining_data.py).
     """
     from actbert.text.tokenizer import load_tokenizer
 
     d = cfg.data
     tokenizer = load_tokenizer(d.tokenizer)
+    family = resolve_architecture(cfg.model.architecture)
     if d.random:
-        m, r = cfg.model, d.random_corpus
+        r = d.random_corpus
         spec = RandomCorpusSpec(
-            num_videos=r.num_videos, clips_per_video=r.clips_per_video, action_dim=m.action_feature_dim,
-            region_dim=m.region_feature_dim, num_actions=m.num_actions, num_region_classes=m.num_region_classes,
-            max_regions=max(1, d.max_regions_per_frame), steps_per_video=r.steps_per_video, noise=r.noise, seed=r.seed,
+            num_videos=r.num_videos, clips_per_video=r.clips_per_video, max_regions=max(1, d.max_regions_per_frame),
+            steps_per_video=r.steps_per_video, noise=r.noise, seed=r.seed, **family.random_corpus_dims(cfg.model),
         )
         root = Path(d.random_dir) if d.random_dir else run_dir / "random_data"
         if info is None or info.is_main:
@@ -95,22 +97,10 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
         if not isinstance(splits, dict) or d.split not in splits:
             raise CorpusError(f"{d.splits}: field {d.split!r} (data.split) not found")
         video_ids = [str(v) for v in splits[d.split]]
-    corpus = Corpus(store, narrations_path, tokenizer, video_ids, d.frames_per_clip, d.max_regions_per_frame)
-    usable, failures = corpus.check()  # bad videos are skipped and reported, not fatal
-    if not usable:
-        raise CorpusError(f"{store_path}: none of the {len(corpus.video_ids)} videos is usable; first error: "
-                          f"{failures[0]['error'] if failures else 'no videos'}")
-    family = resolve_architecture(cfg.model.architecture)
     model_config = family.fill_config_from_data(cfg.model, store.schema, tokenizer)
-    specials = SpecialTokens.from_tokenizer(tokenizer)
-    builder = SampleBuilder(corpus, specials, d.clips_per_sample, d.max_text_len)
-    dataset = PretrainDataset(corpus, builder, d.masking, cfg.train.seed, d.samples_per_video, usable)
-    pad_to = None
-    if d.fixed_shapes:
-        n = d.clips_per_sample
-        pad_to = (d.max_text_len, n + 1, n * (corpus.regions_per_clip + 1))
-    collator = family.processor_class.pretraining_collator(model_config, tokenizer, pad_to)
-    return PretrainData(dataset, collator, model_config, failures)
+    source = PretrainSource(store, narrations_path, video_ids, tokenizer, model_config, d, cfg.train.seed)
+    built = family.processor_class.pretraining_data(source)
+    return PretrainData(built.dataset, built.collator, model_config, built.failures)
 
 
 def init_weights(model: torch.nn.Module, folder: str | os.PathLike) -> None:

@@ -485,6 +485,12 @@ class ActBertForPretraining(VideoTextModel):
             region_token_id=tokenizer.region_id,
         )
 
+    @classmethod
+    def random_corpus_dims(cls, config: ActBertConfig) -> dict[str, int]:
+        """The preset's own feature widths and class counts for ``data.random`` corpora."""
+        return {"action_dim": config.action_feature_dim, "region_dim": config.region_feature_dim,
+                "num_actions": config.num_actions, "num_region_classes": config.num_region_classes}
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``matching``: the text pooler and the matching head (its video pooler included), which
         start from scratch and must move far in a short run; ``visual``: the action and region

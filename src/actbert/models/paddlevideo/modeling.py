@@ -430,6 +430,12 @@ class PaddleVideoActBert(VideoTextModel):
             a_target_size=schema.num_actions,
         )
 
+    @classmethod
+    def random_corpus_dims(cls, config: PaddleVideoActBertConfig) -> dict[str, int]:
+        """The preset's own feature widths and target counts for ``data.random`` corpora."""
+        return {"action_dim": config.a_feature_size, "region_dim": config.v_feature_size,
+                "num_actions": config.a_target_size, "num_region_classes": config.v_target_size}
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``matching``: the three poolers and ``seq_relationship``; ``visual``: the region and
         action embeddings and single-stream layers (not the connection layers)."""
