@@ -57,7 +57,7 @@ from actbert.utils.schedule import lr_factor
 
 @dataclass
 class PretrainData:
-    dataset: PretrainDataset
+    dataset: Any  # the family's (a Dataset with set_epoch); default: data.samples.PretrainDataset
     collator: Any  # the family's: samples -> its batch
     model_config: Any  # the model section with dims/ids taken from the data
     failures: list[dict[str, str]]
