@@ -13,6 +13,10 @@ a model family's processor (:mod:`actbert.models.processing`) lays out as its ba
 * ``frame_clips(video, frames)``: one unit per 1 FPS frame (action segmentation labels frames):
   the frame's regions and the action feature of the store clip covering the frame.
 * ``regions=False`` gives every unit no region ("without region cues").
+* ``second_features(video, start, end)``: the per-second global features (the action encoder on a
+  window centred at each second, for families that read one feature per second: VLM, HERO,
+  VideoBERT) whose centre lies in ``[start, end)``, as a :class:`SecondFeatures`. Read only when
+  asked for, so families that do not use them (ActBERT) never touch them.
 
 Store records are checked once (a NaN / infinite feature, an empty clip or frame list is a
 :class:`ClipsError` naming the store, the video and the field) and cached.
@@ -35,6 +39,21 @@ from actbert.errors import ActBertError
 
 class ClipsError(ActBertError):
     """A video or feature that cannot be turned into units (names the store, video and field)."""
+
+
+@dataclass
+class SecondFeatures:
+    """Per-second global features of (a span of) one video.
+
+    times     float64 [S]      window centres in seconds (k + 0.5 for second k), increasing
+    features  float32 [S, Da]  the action encoder on the window centred at each time
+    """
+
+    times: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.times.shape[0])
 
 
 def _float_checked(array: Any, where: str, name: str) -> np.ndarray:
@@ -91,6 +110,7 @@ class ClipAssembler:
         self.max_units = int(max_units)
         self.max_text_len = int(max_text_len)  # the text budget of a row (processors lay rows out)
         self._cache: OrderedDict[str, _VideoArrays] = OrderedDict()
+        self._second_cache: OrderedDict[str, SecondFeatures] = OrderedDict()
         self._cache_size = cache_size
         self._encode = lru_cache(maxsize=65536)(self._encode_uncached)
 
@@ -125,6 +145,56 @@ class ClipAssembler:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return arrays
+
+    def _record_name(self, video_id: str) -> str:
+        path_for = getattr(self.store, "path_for", None)
+        return str(path_for(video_id)) if callable(path_for) else f"{self.store_name}: video {video_id!r}"
+
+    def _all_seconds(self, video_id: str) -> SecondFeatures:
+        cached = self._second_cache.get(video_id)
+        if cached is not None:
+            self._second_cache.move_to_end(video_id)
+            return cached
+        if video_id not in self.store:
+            raise ClipsError(f"{self.store_name}: video {video_id!r} is not in the feature store")
+        feats = self.store[video_id]
+        record = self._record_name(video_id)
+        times, values = getattr(feats, "second_times", None), getattr(feats, "second_features", None)
+        if times is None or values is None:
+            schema = getattr(self.store, "schema", None)
+            if getattr(schema, "second_features", False):
+                why = "this record was not filled yet (interrupted fill?); rerun `actbert extract` on the store"
+            else:
+                why = "a store without per-second features; `actbert extract` on the store fills them"
+            raise ClipsError(f"{record}: field 'second_features' is missing ({why})")
+        out = SecondFeatures(
+            times=np.asarray(times, np.float64),
+            features=_float_checked(values, record, "second_features"),
+        )
+        # whole-video queries hand out the cached arrays: read-only, so a caller cannot alter the cache
+        out.times.flags.writeable = False
+        out.features.flags.writeable = False
+        if out.features.ndim != 2 or len(out.features) != len(out.times):
+            raise ClipsError(f"{record}: field 'second_features' has shape {out.features.shape} for {len(out.times)} second_times")
+        self._second_cache[video_id] = out
+        if len(self._second_cache) > self._cache_size:
+            self._second_cache.popitem(last=False)
+        return out
+
+    def second_features(self, video_id: str, start: float | None = None, end: float | None = None) -> SecondFeatures:
+        """The per-second features whose window centre lies in ``[start, end)`` (None: unbounded).
+
+        times float64 [S], features float32 [S, Da] (S may be 0 for a span between centres).
+        Raises ``ClipsError`` naming the record file and the field ``second_features`` when the
+        store (or this record) has none.
+        """
+        seconds = self._all_seconds(video_id)
+        if start is None and end is None:
+            return seconds
+        s = -math.inf if start is None else float(start)
+        e = math.inf if end is None else float(end)
+        keep = (seconds.times >= s) & (seconds.times < e)
+        return SecondFeatures(times=seconds.times[keep], features=seconds.features[keep])
 
     def duration(self, video_id: str) -> float:
         return self.video(video_id).duration
@@ -225,4 +295,4 @@ class ClipAssembler:
         return list(self._encode(text))
 
 
-__all__ = ["ClipAssembler", "ClipsError"]
+__all__ = ["ClipAssembler", "ClipsError", "SecondFeatures"]

@@ -6,17 +6,29 @@ Layout::
     STORE/videos/<video_id>.safetensors    one record per video (``VideoFeatures``)
     STORE/failures.json                    videos extraction could not process (written by the driver)
 
+A record holds per-clip action features, 1 FPS region features and, optionally, per-second global
+features (``second_times`` / ``second_features``: the action encoder on one window centred at each
+second). The schema says whether a store has them (``second_features``).
+
 Why this shape. One file per video lets independent workers (``actbert extract --shard i/n``) write
 without coordination: a record is written to a temporary file in ``videos/`` and renamed into place
 (``os.replace``), so a crashed writer never leaves a readable half-record, and a reader never sees
 one. ``schema.json`` is created once, atomically and only if absent; a later writer must bring the
-identical schema or is refused. Records are safetensors files (no pickle); the reader parses the
+identical schema or is refused (the one exception: :func:`enable_second_features` adds the
+per-second flag to an existing schema, under a lock, before the records are filled). Records are safetensors files (no pickle); the reader parses the
 safetensors header itself and maps each array with ``numpy.memmap``, so opening a video costs a
 header read and the bytes are paged in only when touched (random access by video id).
+
+Versions. ``version`` names the layout generation: 1 = per-clip and region arrays only; 2 = the
+schema carries ``second_features`` and records may hold the per-second arrays. This code reads
+both (a version-1 store is a store without per-second features) and writes 2 for a new store; a
+writer adding records to a version-1 store keeps it version 1 (readable by older code) unless
+per-second features are enabled, which upgrades ``schema.json`` to 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,16 +45,19 @@ from actbert.utils.io import atomic_write_bytes, read_json
 __all__ = [
     "STORE_FORMAT",
     "STORE_VERSION",
+    "READABLE_VERSIONS",
     "StoreSchema",
     "StoreSchemaError",
     "FeatureValidationError",
     "VideoFeatures",
     "FeatureStoreWriter",
     "FeatureStore",
+    "enable_second_features",
 ]
 
 STORE_FORMAT = "actbert-feature-store"
-STORE_VERSION = 1
+STORE_VERSION = 2  # written for new stores
+READABLE_VERSIONS = (1, 2)  # 1: no per-second features (module docstring)
 _RECORD_SUFFIX = ".safetensors"
 _SAFETENSORS_DTYPES = {"F16": np.float16, "F32": np.float32, "F64": np.float64, "I64": np.int64}
 _NUMPY_TO_SAFETENSORS = {np.dtype(v).name: k for k, v in _SAFETENSORS_DTYPES.items()}
@@ -67,12 +82,20 @@ class StoreSchema:
     region_classes: list[str]
     action_vocab: list[str]
     max_regions: int = 5
-    dtype: str = "float32"  # storage dtype of action_features and region_features
+    dtype: str = "float32"  # storage dtype of action_features, region_features and second_features
     version: int = STORE_VERSION
+    # every record carries second_times / second_features (absent from version-1 files: False)
+    second_features: bool = False
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "float16"):
             raise StoreSchemaError(f"schema.dtype: must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.version not in READABLE_VERSIONS or isinstance(self.version, bool):
+            raise StoreSchemaError(f"schema.version: must be one of {READABLE_VERSIONS}, got {self.version!r}")
+        if not isinstance(self.second_features, bool):
+            raise StoreSchemaError(f"schema.second_features: must be true or false, got {self.second_features!r}")
+        if self.second_features and self.version < 2:
+            raise StoreSchemaError("schema.second_features: a version-1 store has no per-second features (version 2 needed)")
         for name in ("action_dim", "region_dim", "num_region_classes", "num_actions", "max_regions"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -87,7 +110,7 @@ class StoreSchema:
         self.action_vocab = [str(v) for v in self.action_vocab]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": STORE_FORMAT,
             "version": self.version,
             "action_dim": self.action_dim,
@@ -99,6 +122,9 @@ class StoreSchema:
             "region_classes": list(self.region_classes),
             "action_vocab": list(self.action_vocab),
         }
+        if self.version >= 2:  # a version-1 file stays byte-compatible with the code that wrote it
+            out["second_features"] = self.second_features
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], source: str = "schema.json") -> "StoreSchema":
@@ -106,16 +132,19 @@ class StoreSchema:
             found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise StoreSchemaError(f"{source}: field 'format' is {found!r}, expected {STORE_FORMAT!r} (not a feature store)")
         version = data.get("version")
-        if version != STORE_VERSION:
+        if version not in READABLE_VERSIONS or isinstance(version, bool):
             raise StoreSchemaError(
-                f"{source}: field 'version' is {version!r}; this code reads feature-store version {STORE_VERSION} "
-                "(re-extract the features with this version of actbert)"
+                f"{source}: field 'version' is {version!r}; this code reads feature-store versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (re-extract the features with this version of actbert)"
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - fields - {"format"})
         if unknown:
             raise StoreSchemaError(f"{source}: unknown field(s) {unknown}")
-        missing = sorted(f for f in fields - {"max_regions", "dtype", "version"} if f not in data)
+        if version == 1 and "second_features" in data:
+            raise StoreSchemaError(f"{source}: field 'second_features' is not part of a version-1 schema")
+        optional = {"max_regions", "dtype", "version", "second_features"}
+        missing = sorted(f for f in fields - optional if f not in data)
         if missing:
             raise StoreSchemaError(f"{source}: missing field(s) {missing}")
         try:
@@ -124,9 +153,11 @@ class StoreSchema:
             raise StoreSchemaError(f"{source}: {exc}") from exc
 
     def differences(self, other: "StoreSchema") -> list[str]:
-        """Names of fields that differ (for error messages)."""
+        """Names of fields that differ, the layout ``version`` aside (every readable version is read alike)."""
         a, b = self.to_json(), other.to_json()
-        return [k for k in a if a[k] != b[k]]
+        a.setdefault("second_features", False)
+        b.setdefault("second_features", False)
+        return [k for k in a if k != "version" and a[k] != b[k]]
 
     @property
     def feature_dtype(self) -> np.dtype:
@@ -146,6 +177,9 @@ class VideoFeatures:
     region_locations   float32 [F, R, 5]  x1/W, y1/H, x2/W, y2/H, area/(W*H)
     region_class_probs float32 [F, R, K]  class distribution per region
     region_counts      int64   [F]        valid regions per frame (<= R)
+    second_times       float64 [S]        optional: centres of the per-second windows (k + 0.5 s), increasing
+    second_features    float   [S, Da]    optional: the action encoder on the window centred at each
+                                          second_times entry (store dtype); None when the record has none
     """
 
     clip_times: np.ndarray
@@ -157,6 +191,8 @@ class VideoFeatures:
     region_locations: np.ndarray
     region_class_probs: np.ndarray
     region_counts: np.ndarray
+    second_times: np.ndarray | None = None
+    second_features: np.ndarray | None = None
 
     @property
     def num_clips(self) -> int:
@@ -166,8 +202,17 @@ class VideoFeatures:
     def num_frames(self) -> int:
         return int(self.frame_times.shape[0])
 
+    @property
+    def has_second_features(self) -> bool:
+        return self.second_times is not None and self.second_features is not None
+
+    @property
+    def num_seconds(self) -> int:
+        return int(self.second_times.shape[0]) if self.second_times is not None else 0
+
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The arrays the record holds (the optional per-second ones only when present)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
 
 
 # field -> (storage dtype or None for the schema's feature dtype, shape template)
@@ -182,6 +227,11 @@ _FIELDS: dict[str, tuple[np.dtype | None, tuple[str, ...]]] = {
     "region_locations": (np.dtype(np.float32), ("F", "max_regions", "5")),
     "region_class_probs": (np.dtype(np.float32), ("F", "max_regions", "num_region_classes")),
     "region_counts": (np.dtype(np.int64), ("F",)),
+}
+# optional, both or neither; S seconds
+_SECOND_FIELDS: dict[str, tuple[np.dtype | None, tuple[str, ...]]] = {
+    "second_times": (np.dtype(np.float64), ("S",)),
+    "second_features": (None, ("S", "action_dim")),
 }
 
 
@@ -203,10 +253,29 @@ def _check_video_id(video_id: str) -> str:
     return video_id
 
 
+def _cast_field(where: str, name: str, array: np.ndarray, target: np.dtype, expected: tuple[int, ...], template: tuple[str, ...]) -> np.ndarray:
+    """Shape, numeric, finite and dtype checks of one array; returns it cast (no copy when already right)."""
+    if array.shape != expected:
+        named = "x".join(template)
+        raise FeatureValidationError(f"{where}, field {name!r}: shape {tuple(array.shape)} does not match [{named}] = {expected}")
+    if array.dtype.kind not in "fiub":
+        raise FeatureValidationError(f"{where}, field {name!r}: numeric array expected, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise FeatureValidationError(f"{where}, field {name!r}: {bad} NaN/inf value(s)")
+    with np.errstate(over="ignore"):  # float16 overflow is reported below, not warned
+        cast = np.ascontiguousarray(array.astype(target, copy=False))
+    if target == np.float16 and not np.isfinite(cast).all():
+        raise FeatureValidationError(f"{where}, field {name!r}: values exceed the float16 range (max 65504)")
+    return cast
+
+
 def validate_features(video_id: str, features: VideoFeatures, schema: StoreSchema) -> dict[str, np.ndarray]:
     """Check shapes, dims, finiteness and counts; return arrays cast to their storage dtypes.
 
-    Raises ``FeatureValidationError`` naming the video and the field.
+    The per-second arrays are required when ``schema.second_features`` is true and refused when it
+    is false (the schema says whether a store has them). Raises ``FeatureValidationError`` naming
+    the video and the field.
     """
     where = f"video {video_id!r}"
     arrays = {}
@@ -217,32 +286,33 @@ def validate_features(video_id: str, features: VideoFeatures, schema: StoreSchem
             raise FeatureValidationError(f"{where}, field {name!r}: not an array ({exc})") from exc
     sizes = {"C": arrays["clip_times"].shape[0] if arrays["clip_times"].ndim else -1,
              "F": arrays["frame_times"].shape[0] if arrays["frame_times"].ndim else -1}
+    fields = dict(_FIELDS)
+    present = [n for n in _SECOND_FIELDS if n in arrays]
+    if schema.second_features:
+        for name in _SECOND_FIELDS:
+            if name not in arrays:
+                raise FeatureValidationError(
+                    f"{where}, field {name!r}: missing, but this store's schema has per-second features (schema.second_features)"
+                )
+        times = arrays["second_times"]
+        sizes["S"] = times.shape[0] if times.ndim else -1
+        fields.update(_SECOND_FIELDS)
+    elif present:
+        raise FeatureValidationError(
+            f"{where}, field {present[0]!r}: this store's schema has no per-second features (schema.second_features is false)"
+        )
     out: dict[str, np.ndarray] = {}
-    for name, (dtype, template) in _FIELDS.items():
-        array = arrays[name]
+    for name, (dtype, template) in fields.items():
         expected = _expected_shape(template, schema, sizes)
-        if array.shape != expected:
-            named = "x".join(template)
-            raise FeatureValidationError(
-                f"{where}, field {name!r}: shape {tuple(array.shape)} does not match [{named}] = {expected}"
-            )
-        if array.dtype.kind not in "fiub":
-            raise FeatureValidationError(f"{where}, field {name!r}: numeric array expected, got dtype {array.dtype}")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int((~np.isfinite(array)).sum())
-            raise FeatureValidationError(f"{where}, field {name!r}: {bad} NaN/inf value(s)")
-        target = dtype or schema.feature_dtype
-        with np.errstate(over="ignore"):  # float16 overflow is reported below, not warned
-            cast = np.ascontiguousarray(array.astype(target, copy=False))
-        if target == np.float16 and not np.isfinite(cast).all():
-            raise FeatureValidationError(f"{where}, field {name!r}: values exceed the float16 range (max 65504)")
-        out[name] = cast
+        out[name] = _cast_field(where, name, arrays[name], dtype or schema.feature_dtype, expected, template)
     counts = out["region_counts"]
     if counts.size and (counts.min() < 0 or counts.max() > schema.max_regions):
         raise FeatureValidationError(f"{where}, field 'region_counts': values must lie in [0, {schema.max_regions}]")
     clip_times = out["clip_times"]
     if clip_times.size and (clip_times[:, 1] < clip_times[:, 0]).any():
         raise FeatureValidationError(f"{where}, field 'clip_times': a clip ends before it starts")
+    if "second_times" in out and (np.diff(out["second_times"]) <= 0).any():
+        raise FeatureValidationError(f"{where}, field 'second_times': times must strictly increase")
     return out
 
 
@@ -253,11 +323,27 @@ def _encode_record(video_id: str, arrays: Mapping[str, np.ndarray], schema: Stor
     return save(dict(arrays), metadata=metadata)
 
 
+@contextlib.contextmanager
+def _locked(lock_path: Path):
+    """Exclusive advisory lock (POSIX flock) around a read-modify-write of a shared file."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class FeatureStoreWriter:
     """Writes records into ``root``; safe to use from many processes at once (one file per video).
 
     The first writer creates ``schema.json`` (atomically, only if absent); a writer whose schema
-    differs from the one on disk is refused with ``StoreSchemaError``.
+    differs from the one on disk is refused with ``StoreSchemaError``. The layout version is the
+    store's: a writer adding records to a version-1 store writes version-1 records (``self.schema``
+    is the store's schema once opened).
     """
 
     def __init__(self, root: str | os.PathLike, schema: StoreSchema):
@@ -265,15 +351,15 @@ class FeatureStoreWriter:
         self.schema = schema
         self.videos_dir = self.root / "videos"
         self.videos_dir.mkdir(parents=True, exist_ok=True)
-        self._publish_schema()
+        self.schema = self._publish_schema()
 
-    def _publish_schema(self) -> None:
+    def _publish_schema(self) -> StoreSchema:
         path = self.root / "schema.json"
         if not path.exists():
             # write to a private temp file, then hard-link it into place: link fails if another
             # worker got there first, so exactly one schema.json is ever created, never overwritten
             tmp = self.root / f".schema.json.tmp-{os.getpid()}"
-            atomic_write_bytes(tmp, (json.dumps(self.schema.to_json(), indent=1) + "\n").encode())
+            atomic_write_bytes(tmp, _schema_bytes(self.schema))
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -284,8 +370,14 @@ class FeatureStoreWriter:
         diff = on_disk.differences(self.schema)
         if diff:
             a, b = on_disk.to_json(), self.schema.to_json()
-            details = ", ".join(f"{k}: store has {_short(a[k])}, writer has {_short(b[k])}" for k in diff)
-            raise StoreSchemaError(f"{path}: this writer's schema differs from the store's ({details})")
+            details = ", ".join(
+                f"{k}: store has {_short(a.get(k, False))}, writer has {_short(b.get(k, False))}" for k in diff
+            )
+            hint = ""
+            if diff == ["second_features"] and self.schema.second_features:
+                hint = " (a store without per-second features: `actbert extract` on it fills them)"
+            raise StoreSchemaError(f"{path}: this writer's schema differs from the store's ({details}){hint}")
+        return on_disk
 
     def path_for(self, video_id: str) -> Path:
         return self.videos_dir / f"{_check_video_id(video_id)}{_RECORD_SUFFIX}"
@@ -297,6 +389,49 @@ class FeatureStoreWriter:
         """Validate and write one record atomically (replaces an existing record of that id)."""
         arrays = validate_features(_check_video_id(video_id), features, self.schema)
         return atomic_write_bytes(self.path_for(video_id), _encode_record(video_id, arrays, self.schema))
+
+    def add_second_features(self, video_id: str, second_times: np.ndarray, second_features: np.ndarray) -> Path:
+        """Rewrite an existing record with the per-second arrays added (replacing any it had).
+
+        Every other array is copied as stored (same dtype, same bytes); the record is replaced
+        atomically, so an interrupted fill leaves either the old record or the full new one.
+        second_times float64 [S], second_features [S, action_dim].
+        """
+        if not self.schema.second_features:
+            raise StoreSchemaError(
+                f"{self.root / 'schema.json'}: field 'second_features' is false; enable_second_features(store) first"
+            )
+        path = self.path_for(video_id)
+        if not path.exists():
+            raise KeyError(f"{video_id!r}: not in feature store {self.root}")
+        old = FeatureStore(self.root)._read(video_id, path)
+        features = dataclasses.replace(old, second_times=second_times, second_features=second_features)
+        return self.write(video_id, features)
+
+
+def _schema_bytes(schema: StoreSchema) -> bytes:
+    return (json.dumps(schema.to_json(), indent=1) + "\n").encode()
+
+
+def enable_second_features(root: str | os.PathLike) -> StoreSchema:
+    """Mark an existing store as one with per-second features (upgrading a version-1 schema to 2).
+
+    The only rewrite ``schema.json`` ever gets: under a lock (shard workers may call this at once),
+    only the ``second_features`` flag and the version change. Records written before stay readable;
+    those still lacking the arrays are what ``actbert extract`` fills next (a reader of such a record
+    gets ``second_features = None``). Returns the new schema.
+    """
+    root = Path(root)
+    path = root / "schema.json"
+    if not path.exists():
+        raise StoreSchemaError(f"{path}: feature-store schema not found (is {root} a feature store?)")
+    with _locked(root / ".schema.lock"):
+        schema = StoreSchema.from_json(read_json(path, "feature-store schema"), source=str(path))
+        if schema.second_features:
+            return schema
+        upgraded = dataclasses.replace(schema, version=STORE_VERSION, second_features=True)
+        atomic_write_bytes(path, _schema_bytes(upgraded))
+    return upgraded
 
 
 def _short(value: Any) -> str:
@@ -365,6 +500,19 @@ class FeatureStore:
     def path_for(self, video_id: str) -> Path:
         return self.videos_dir / f"{_check_video_id(video_id)}{_RECORD_SUFFIX}"
 
+    @property
+    def has_second_features(self) -> bool:
+        """Whether the schema says every record carries per-second features (a fill may still be under way)."""
+        return self.schema.second_features
+
+    def record_has_second_features(self, video_id: str) -> bool:
+        """Whether this video's record holds the per-second arrays (reads only the record's header)."""
+        path = self.path_for(video_id)
+        if not path.exists():
+            raise KeyError(f"{video_id!r}: not in feature store {self.root}")
+        _, header = _read_safetensors_header(path)
+        return all(name in header for name in _SECOND_FIELDS)
+
     def video_ids(self) -> list[str]:
         """Sorted ids of complete records (temporary files of unfinished writes are ignored)."""
         if not self.videos_dir.exists():
@@ -395,18 +543,27 @@ class FeatureStore:
         meta = header.pop("__metadata__", None) or {}
         if meta.get("format") != STORE_FORMAT:
             raise StoreSchemaError(f"{path}: not a feature-store record (metadata 'format' is {meta.get('format')!r})")
-        if meta.get("version") != str(STORE_VERSION):
-            raise StoreSchemaError(f"{path}: record 'version' is {meta.get('version')!r}, this code reads {STORE_VERSION}")
+        if meta.get("version") not in {str(v) for v in READABLE_VERSIONS}:
+            raise StoreSchemaError(
+                f"{path}: record 'version' is {meta.get('version')!r}, this code reads {', '.join(map(str, READABLE_VERSIONS))}"
+            )
         if meta.get("video_id") != video_id:
             raise FeatureValidationError(f"{path}: record belongs to video {meta.get('video_id')!r}, not {video_id!r}")
         missing = sorted(set(_FIELDS) - set(header))
         if missing:
             raise FeatureValidationError(f"{path}: record lacks field(s) {missing}")
+        fields = dict(_FIELDS)
+        seconds = [n for n in _SECOND_FIELDS if n in header]
+        if len(seconds) == len(_SECOND_FIELDS):
+            fields.update(_SECOND_FIELDS)
+        elif seconds:
+            other = next(n for n in _SECOND_FIELDS if n not in header)
+            raise FeatureValidationError(f"{path}: record has field {seconds[0]!r} but lacks field {other!r}")
         file_size = path.stat().st_size
         whole = np.memmap(path, dtype=np.uint8, mode="r") if file_size > data_offset else None
         arrays: dict[str, np.ndarray] = {}
         sizes: dict[str, int] = {}
-        for name, (dtype, template) in _FIELDS.items():
+        for name, (dtype, template) in fields.items():
             entry = header[name]
             stored = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
             want = dtype or self.schema.feature_dtype
@@ -420,9 +577,9 @@ class FeatureStore:
                 arrays[name] = np.zeros(shape, dtype=stored)
             else:
                 arrays[name] = whole[data_offset + begin : data_offset + end].view(stored).reshape(shape)
-            if template[0] in ("C", "F"):
+            if template[0] in ("C", "F", "S"):
                 sizes.setdefault(template[0], shape[0])
-        for name, (_, template) in _FIELDS.items():
+        for name, (_, template) in fields.items():
             expected = _expected_shape(template, self.schema, sizes)
             if arrays[name].shape != expected:
                 raise StoreSchemaError(
