@@ -26,6 +26,7 @@ from actbert.config import ConfigError, apply_overrides, from_dict
 ARCHITECTURES: dict[str, str] = {
     "actbert": "actbert.models.actbert.modeling:ActBertForPretraining",
     "paddlevideo": "actbert.models.paddlevideo.modeling:PaddleVideoActBert",
+    "hero": "actbert.models.hero.modeling:HeroForPretraining",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
