@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "finetune",
     "evaluate": "evaluate",
     "convert-paddle": "convert_paddle",
+    "check-parity": "check_parity",
     "demo": "demo",
 }
 

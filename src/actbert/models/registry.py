@@ -26,7 +26,9 @@ from actbert.config import ConfigError, apply_overrides, from_dict
 ARCHITECTURES: dict[str, str] = {
     "actbert": "actbert.models.actbert.modeling:ActBertForPretraining",
     "paddlevideo": "actbert.models.paddlevideo.modeling:PaddleVideoActBert",
+    "videobert": "actbert.models.videobert.modeling:VideoBertForPretraining",
     "hero": "actbert.models.hero.modeling:HeroForPretraining",
+    "vlm": "actbert.models.vlm.modeling:VLMForPretraining",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
