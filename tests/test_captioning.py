@@ -17,6 +17,8 @@ from helpers_planted_store import tiny_model, write_planted_store
 
 from actbert.data.readers import ReaderError
 from actbert.tasks import captioning as cap
+from actbert.tasks import registry
+from actbert.tasks.heads import FinetunedModel
 from actbert.data.clips import ClipAssembler
 from actbert.models.processing import processor_for
 from actbert.tasks.common import Benchmark, TaskError
@@ -52,11 +54,11 @@ def test_decoder_shapes_and_teacher_forcing(store, tokenizer, assembler, synth_t
     captioner = cap.build_captioner(tiny_model(store, tokenizer), tokenizer, cap.CaptioningSettings(**FAST))
     model = captioner.model
     # word table copied from the text stream (same width), output layer tied to it
-    assert torch.equal(captioner.decoder.word_embeddings.weight, model.actbert.text_embeddings.word_embeddings.weight)
+    assert torch.equal(cap.decoder_of(captioner).word_embeddings.weight, model.actbert.text_embeddings.word_embeddings.weight)
     clips, skipped = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
     assert clips and not skipped
     batch = cap.clip_batch(processor_for(model, assembler), clips[:3])
-    memory, mask = captioner.encode(batch)
+    memory, mask = cap.encode(captioner, batch)
     assert memory.shape == (*batch.action_token_ids.shape, model.config.visual_hidden_size)
     assert mask.dtype == torch.bool and mask.sum() == batch.action_mask.sum()
     assert batch.region_mask.sum() == (batch.region_token_ids == tokenizer.sep_id).sum()  # no region content
@@ -66,12 +68,12 @@ def test_decoder_shapes_and_teacher_forcing(store, tokenizer, assembler, synth_t
     assert targets[0, : len(pieces) + 1].tolist() == pieces + [tokenizer.sep_id]
     assert targets[0, len(pieces) + 1 :].eq(-100).all() and inputs.shape[1] == 12
     assert targets[1, -1] == tokenizer.sep_id  # cut to max_len - 1 pieces, [SEP] kept
-    logits = captioner(batch, inputs[:1].expand(3, -1), tmask[:1].expand(3, -1))
+    logits = cap.caption_logits(captioner, batch, inputs[:1].expand(3, -1), tmask[:1].expand(3, -1))
     assert logits.shape == (3, 12, tokenizer.vocab_size)
     # causal: changing a later input token leaves earlier outputs unchanged
     changed = inputs[:1].expand(3, -1).clone()
     changed[:, 3] = tokenizer.encode("onion")[0]
-    logits2 = captioner(batch, changed, tmask[:1].expand(3, -1))
+    logits2 = cap.caption_logits(captioner, batch, changed, tmask[:1].expand(3, -1))
     assert torch.allclose(logits[:, :3], logits2[:, :3], atol=1e-5) and not torch.allclose(logits[:, 3:], logits2[:, 3:])
 
 
@@ -79,27 +81,27 @@ def test_finetuning_lowers_the_loss(trained):
     losses = trained.losses
     assert len(losses) == FAST["steps"]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 1.0
-    assert isinstance(trained.captioner, cap.Captioner) and not trained.captioner.training
+    assert isinstance(trained.model, FinetunedModel) and set(trained.model.heads) == {cap.HEAD} and not trained.model.training
 
 
 def test_greedy_equals_beam_one_and_captions_are_text(trained, assembler, synth_tiny, tokenizer):
-    captioner = trained.captioner
+    captioner = trained.model
     clips, _ = cap.youcook2_clips(Benchmark(synth_tiny), assembler, "validation")
     greedy = cap.generate(captioner, assembler, clips, beam_size=1, batch_size=4, progress=False)
     banned = cap._banned_ids(tokenizer, tokenizer.vocab_size)
-    memory, mask = captioner.encode(cap.clip_batch(processor_for(captioner.model, assembler), clips))
-    batched_ids = cap.greedy_decode(captioner.decoder, memory, mask, banned)
+    memory, mask = cap.encode(captioner, cap.clip_batch(processor_for(captioner.model, assembler), clips))
+    batched_ids = cap.greedy_decode(cap.decoder_of(captioner), memory, mask, banned)
     for i in range(len(clips)):
-        one = cap.beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size=1)
+        one = cap.beam_decode(cap.decoder_of(captioner), memory[i : i + 1], mask[i : i + 1], banned, beam_size=1)
         assert one == batched_ids[i]
-        assert one and len(one) <= captioner.decoder.config.max_len
+        assert one and len(one) <= cap.decoder_of(captioner).config.max_len
         assert not set(one) & set(banned.tolist()) and tokenizer.sep_id not in one
     assert greedy == [tokenizer.decode(ids).strip() for ids in batched_ids]
-    assert cap.beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size=1) == batched_ids
+    assert cap.beam_decode_batch(cap.decoder_of(captioner), memory, mask, banned, beam_size=1) == batched_ids
     # batched beam search decodes each clip as if alone
-    beams = cap.beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size=3)
+    beams = cap.beam_decode_batch(cap.decoder_of(captioner), memory, mask, banned, beam_size=3)
     for i in range(len(clips)):
-        assert beams[i] == cap.beam_decode(captioner.decoder, memory[i : i + 1], mask[i : i + 1], banned, beam_size=3)
+        assert beams[i] == cap.beam_decode(cap.decoder_of(captioner), memory[i : i + 1], mask[i : i + 1], banned, beam_size=3)
     beam = cap.generate(captioner, assembler, clips, beam_size=3, progress=False)
     for text in greedy + beam:
         assert isinstance(text, str) and text and "[" not in text
@@ -138,7 +140,7 @@ def test_beam_search_finds_the_better_caption_greedy_misses():
 def test_evaluate_record_and_save_load(trained, assembler, synth_tiny, tmp_path):
     settings = cap.CaptioningSettings(**{**FAST, "num_examples": 2})
     bench = Benchmark(synth_tiny)
-    records = cap.evaluate(trained.captioner, assembler, bench, settings, variant="tiny")
+    records = cap.evaluate(trained.model, assembler, bench, settings, variant="tiny")
     assert len(records) == 1
     r = records[0]
     assert (r["task"], r["dataset"], r["primary"], r["variant"]) == ("captioning", "youcook2", "CIDEr", "tiny")
@@ -152,15 +154,22 @@ def test_evaluate_record_and_save_load(trained, assembler, synth_tiny, tmp_path)
     json.dumps(r)
     # a bare ActBERT model has no decoder
     with pytest.raises(TaskError, match="finetune"):
-        cap.evaluate(trained.captioner.model, assembler, bench, settings)
+        cap.evaluate(trained.model.model, assembler, bench, settings)
     # save / load: same captions
-    cap.save_captioner(trained.captioner, tmp_path / "captioner")
-    loaded = cap.load_captioner(tmp_path / "captioner")
+    registry.save_finetuned("captioning", trained.model, tmp_path / "captioner")
+    loaded = registry.load_for_evaluation("captioning", tmp_path / "captioner")
     clips, _ = cap.youcook2_clips(bench, assembler, "validation")
-    assert cap.generate(loaded, assembler, clips[:4], 2, progress=False) == cap.generate(trained.captioner, assembler, clips[:4], 2, progress=False)
-    (tmp_path / "captioner" / "decoder.json").write_text("{\"vocab\": 3}")
-    with pytest.raises(TaskError, match=re.escape(str(tmp_path / "captioner" / "decoder.json"))):
-        cap.load_captioner(tmp_path / "captioner")
+    assert cap.generate(loaded, assembler, clips[:4], 2, progress=False) == cap.generate(trained.model, assembler, clips[:4], 2, progress=False)
+    heads = tmp_path / "captioner" / "heads.json"
+    info = json.loads(heads.read_text())
+    info["heads"]["caption_decoder"]["config"]["width"] += 8  # tensors no longer fit the config
+    heads.write_text(json.dumps(info))
+    with pytest.raises(TaskError, match=re.escape(str(tmp_path / "captioner" / "heads.safetensors"))):
+        registry.load_for_evaluation("captioning", tmp_path / "captioner")
+    info["heads"]["caption_decoder"]["kind"] = "os:system"  # a file never picks the code that runs
+    heads.write_text(json.dumps(info))
+    with pytest.raises(TaskError, match="unknown head kind 'os:system'"):
+        registry.load_for_evaluation("captioning", tmp_path / "captioner")
 
 
 def test_malformed_annotations_name_the_file(store, tokenizer, assembler, synth_tiny, tmp_path):

@@ -72,7 +72,7 @@ def test_finetune_retrieval_writes_results_and_reloadable_model(setup, tmp_path,
 def test_segmentation_head_survives_save_and_load(setup, tmp_path):
     out = tmp_path / "seg"
     assert main(["finetune", "segmentation", *_common(setup, out), "--set", "steps=2", "--set", "max_videos=1"]) == 0
-    assert (out / "model" / registry.HEAD_FILE).is_file()
+    assert (out / "model" / "heads.json").is_file() and (out / "model" / "heads.safetensors").is_file()
     ev = tmp_path / "seg_ev"
     args = ["evaluate", "segmentation", "--model", str(out / "model"), "--data", str(setup["bench"]),
             "--store", str(setup["store"]), "--out", str(ev), "--set", "max_videos=1"]

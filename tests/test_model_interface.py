@@ -181,18 +181,6 @@ def test_pretrain_logs_toy_losses_saves_and_scales_lr(pretrained):
     assert lrs["video"] == pytest.approx(2 * lrs["other"])
 
 
-def _finite_number(obj) -> bool:
-    if isinstance(obj, bool):
-        return False
-    if isinstance(obj, (int, float)):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return any(_finite_number(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_finite_number(v) for v in obj)
-    return False
-
-
 TASK_SETTINGS = {
     "retrieval": ["steps=2", "train_batch=4", "max_queries=6", "batch_size=16"],
     "captioning": ["steps=2", "train_batch=4", "max_clips=3", "meteor=false", "beam_size=1", "layers=1", "heads=2", "max_caption_len=6"],
@@ -217,7 +205,7 @@ def task_setup(toy_registered, synth_tiny, tmp_path_factory):
 
 
 @pytest.mark.parametrize("task", list(TASK_SETTINGS))
-def test_all_tasks_run_on_the_toy_model(task_setup, task):
+def test_all_tasks_run_on_the_toy_model(task_setup, task, tmp_path):
     from actbert.tasks import registry
 
     config, assembler, bench = task_setup
@@ -230,4 +218,14 @@ def test_all_tasks_run_on_the_toy_model(task_setup, task):
         model = getattr(result, "model", model)
         finetuned = True
     records = registry.evaluate(task, model, assembler, bench, settings, finetuned=finetuned)
-    assert records and all(_finite_number(r) for r in records), records
+    primary = registry.task_module(task).PRIMARY
+    assert records and all(r["task"] == task and r["primary"] == primary for r in records)
+    for r in records:
+        value = r["metrics"][primary]
+        assert isinstance(value, (int, float)) and math.isfinite(value), r["metrics"]
+        assert 0.0 <= value <= (10.0 if primary == "CIDEr" else 100.0), (primary, value)
+    # the fine-tuned model (with its task heads, if any) survives save + load: the same numbers
+    folder = tmp_path / "finetuned"
+    registry.save_finetuned(task, model, folder)
+    again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]

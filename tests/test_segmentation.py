@@ -100,15 +100,15 @@ def test_evaluate_needs_finetuned_head(synth_tiny, assembler, new_model):
 
 def test_finetune_learns_and_evaluate_records_frame_accuracy(synth_tiny, assembler, new_model):
     bench = Benchmark(synth_tiny)
-    untrained = new_model()
-    seg.finetune(untrained, assembler, bench, seg.SegmentationSettings(steps=0))
+    untrained = seg.finetune(new_model(), assembler, bench, seg.SegmentationSettings(steps=0)).model
     before = seg.evaluate(untrained, assembler, bench, seg.SegmentationSettings(), variant="untrained")[0]
 
     model = new_model()
     settings = seg.SegmentationSettings(steps=60, lr=1e-3, head_lr=1e-2, window=6, stride=3)
     log = seg.finetune(model, assembler, bench, settings)
     assert np.mean(log.losses[-10:]) < 0.6 * np.mean(log.losses[:10])
-    record = seg.evaluate(model, assembler, bench, settings, variant="ft")[0]
+    assert log.model.model is model and set(log.model.heads) == {seg.HEAD}  # the encoder + its new head
+    record = seg.evaluate(log.model, assembler, bench, settings, variant="ft")[0]
 
     assert record["task"] == "segmentation" and record["dataset"] == "coin" and record["primary"] == "frame_accuracy"
     assert record["variant"] == "ft" and record["settings"]["window"] == 6
@@ -125,13 +125,13 @@ def test_finetune_learns_and_evaluate_records_frame_accuracy(synth_tiny, assembl
 
 
 def test_overlapping_windows_are_averaged(synth_tiny, assembler, new_model):
-    model = new_model()
-    seg.finetune(model, assembler, Benchmark(synth_tiny), seg.SegmentationSettings(steps=0))
+    model = seg.finetune(new_model(), assembler, Benchmark(synth_tiny), seg.SegmentationSettings(steps=0)).model
+    head = model.heads[seg.HEAD]
     video = "recipe0001"
     num = len(assembler.frame_times(video))
     settings = seg.SegmentationSettings(window=6, stride=2)
     probs = seg.predict_video(model, assembler, video, settings)
-    assert probs.shape == (num, len(model.segmentation_head.labels))
+    assert probs.shape == (num, len(head.labels))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     # by hand: run each window alone, average where windows overlap
     acc, hits = np.zeros_like(probs), np.zeros(num)
@@ -139,10 +139,10 @@ def test_overlapping_windows_are_averaged(synth_tiny, assembler, new_model):
     for s in seg.window_starts(num, 6, 2):
         frames = np.arange(s, s + 6)
         with torch.no_grad():
-            batch = processor_for(model, assembler).batch([Item(VideoRef.of_frames(video, frames))])
-            feats, valid = seg.frame_features(model, batch)
+            batch = processor_for(model.model, assembler).batch([Item(VideoRef.of_frames(video, frames))])
+            feats, valid = model.model.unit_states(batch)
             assert valid.all()
-            acc[frames] += torch.softmax(model.segmentation_head(feats), -1)[0].numpy()
+            acc[frames] += torch.softmax(head.linear(feats), -1)[0].numpy()  # eval mode: dropout is the identity
         hits[frames] += 1
     assert (hits > 1).any()
     np.testing.assert_allclose(probs, acc / hits[:, None], atol=1e-5)
@@ -153,8 +153,7 @@ def test_overlapping_windows_are_averaged(synth_tiny, assembler, new_model):
 def test_without_region_cues_ignores_regions(synth_tiny, store, tokenizer, new_model):
     bench = Benchmark(synth_tiny)
     plain, scrambled = ClipAssembler(store, tokenizer), ClipAssembler(ScrambledRegions(store), tokenizer)
-    model = new_model()
-    seg.finetune(model, plain, bench, seg.SegmentationSettings(steps=0))
+    model = seg.finetune(new_model(), plain, bench, seg.SegmentationSettings(steps=0)).model
     for use_regions in (False, True):
         settings = seg.SegmentationSettings(use_regions=use_regions)
         a = seg.predict_video(model, plain, "recipe0001", settings)
@@ -169,8 +168,7 @@ def test_without_region_cues_ignores_regions(synth_tiny, store, tokenizer, new_m
 
 def test_missing_features_are_skipped_and_missing_file_is_named(synth_tiny, store, tokenizer, new_model, tmp_path):
     bench = Benchmark(synth_tiny)
-    model = new_model()
-    seg.finetune(model, ClipAssembler(store, tokenizer), bench, seg.SegmentationSettings(steps=0))
+    model = seg.finetune(new_model(), ClipAssembler(store, tokenizer), bench, seg.SegmentationSettings(steps=0)).model
     testing = [v.video_id for v in readers.read_coin(bench.coin, subset="testing")]
     partial = tmp_path / "store"
     shutil.copytree(store.root, partial)

@@ -114,22 +114,26 @@ def model_name(model: Any) -> str:
     return f"{arch!r} ({type(model).__name__})" if arch else type(model).__name__
 
 
+def _missing_methods(model: Any, capability: str) -> list[str]:
+    if capability not in CAPABILITIES:
+        raise KeyError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+    return [m for m in CAPABILITIES[capability] if not callable(getattr(model, m, None))]
+
+
+def capabilities_of(model: Any) -> frozenset[str]:
+    """The capabilities a model (or model class) has: those whose methods it defines."""
+    return frozenset(n for n in CAPABILITIES if not _missing_methods(model, n))
+
+
 def require(model: Any, capabilities: Sequence[str], task: str) -> None:
     """Raise :class:`CapabilityError` unless ``model`` has every one of ``capabilities``."""
     for name in capabilities:
-        if name not in CAPABILITIES:
-            raise KeyError(f"unknown capability {name!r}; known: {sorted(CAPABILITIES)}")
-        missing = [m for m in CAPABILITIES[name] if not callable(getattr(model, m, None))]
+        missing = _missing_methods(model, name)
         if missing:
             raise CapabilityError(
                 f"{task}: model {model_name(model)} lacks the capability {name!r} (no {', '.join(missing)}); "
                 f"it has {sorted(capabilities_of(model))}"
             )
-
-
-def capabilities_of(model: Any) -> frozenset[str]:
-    """The capabilities a model (or model class) has: those whose methods it defines."""
-    return frozenset(n for n, methods in CAPABILITIES.items() if all(callable(getattr(model, m, None)) for m in methods))
 
 
 def parameter_groups_of(model: nn.Module) -> Mapping[str, list[nn.Parameter]]:

@@ -24,19 +24,16 @@ captions).
 content words (ingredient, action) right through its TF-IDF weighting; BLEU-4 needs a 4-gram match
 and is 0 or near 0 for most clips of a small validation set, so it separates models less.
 
-The fine-tuned model is a :class:`Captioner` (the ActBERT model + the decoder): ``finetune``
-returns it inside a :class:`CaptionTrainLog`; ``evaluate`` takes it. ``save_captioner`` /
-``load_captioner`` keep it on disk (``encoder/`` = ``save_pretrained`` folder, ``decoder.json`` +
-``decoder.safetensors``).
+The fine-tuned model is the model + the decoder as its ``caption_decoder`` head
+(:class:`~actbert.tasks.heads.FinetunedModel`): ``finetune`` returns it as the log's ``.model``;
+``evaluate`` takes it; ``save_finetuned`` / ``load_for_evaluation`` (tasks/registry.py) keep it on
+disk like every task's (the model's ``save_pretrained`` folder + ``heads.json`` / ``heads.safetensors``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,9 +45,10 @@ from tqdm import tqdm
 from actbert.data import readers
 from actbert.metrics.captioning import caption_metrics
 from actbert.data.clips import ClipAssembler
-from actbert.models.interface import require
+from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, batched, make_record
+from actbert.tasks.common import Benchmark, TaskError, batched, make_record, on_device
+from actbert.tasks.heads import FinetunedModel, TaskHead, base_model, with_heads
 from actbert.train.finetune import TrainLog, train_loop
 from actbert.utils.precision import autocast
 
@@ -58,12 +56,14 @@ TASK = "captioning"
 PRIMARY = "CIDEr"
 REPORTED = ("BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")  # the columns of the paper's Table 1
 REQUIRES = ("caption_memory",)
+HEAD = "caption_decoder"  # the fine-tuned model's head name
 
 
 @dataclass
 class CaptioningSettings:
     batch_size: int = 32  # clips per encoder forward pass when decoding
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     max_clips: int = 0  # 0 = every validation segment; else the first N (budgeted runs say so)
     # decoder
     width: int = 0  # 0 = the model's text width (word table copied from the text stream)
@@ -102,11 +102,13 @@ class DecoderConfig:
     pad_id: int = 0
 
 
-class CaptionDecoder(nn.Module):
+class CaptionDecoder(TaskHead):
     """``tokens [B, T]`` + ``memory [B, La, Dv]`` (+ ``memory_mask [B, La]`` True = real) -> logits ``[B, T, V]``.
 
     Causal self-attention over the caption so far, cross-attention to the projected video memory.
     """
+
+    kind = "caption_decoder"
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
@@ -144,26 +146,39 @@ class CaptionDecoder(nn.Module):
         )
         return h @ self.word_embeddings.weight.T + self.output_bias  # tied output layer
 
+    def head_config(self) -> dict[str, Any]:
+        return asdict(self.config)
 
-class Captioner(nn.Module):
-    """A model with the ``caption_memory`` capability (ActBERT: its action stream) + a :class:`CaptionDecoder`."""
-
-    def __init__(self, model: nn.Module, decoder: CaptionDecoder):
-        super().__init__()
-        self.model = model
-        self.decoder = decoder
-
-    def encode(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's caption memory ``[B, L, D]`` and its mask ``[B, L]``."""
-        return self.model.caption_memory(batch)
-
-    def forward(self, batch, tokens: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
-        memory, memory_mask = self.encode(batch)
-        return self.decoder(tokens, memory, memory_mask, token_mask)
+    @classmethod
+    def from_head_config(cls, config: Any) -> "CaptionDecoder":
+        return cls(DecoderConfig(**config))
 
 
-def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettings) -> Captioner:
-    """A fresh decoder on top of ``model`` (word table copied from the model's, where widths agree)."""
+def decoder_of(model: Any) -> CaptionDecoder:
+    """The ``caption_decoder`` head of a fine-tuned model (a clear error for a bare model)."""
+    if not isinstance(model, FinetunedModel) or HEAD not in model.heads:
+        raise TaskError("captioning: the model has no caption decoder (run `actbert finetune captioning` first, "
+                        "then `actbert evaluate captioning --model OUT/model`)")
+    return model.heads[HEAD]
+
+
+def encode(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's caption memory ``[B, L, D]`` and its mask ``[B, L]`` (the ``caption_memory`` capability)."""
+    model = base_model(model)
+    return model.caption_memory(on_device(batch, model))
+
+
+def caption_logits(model: Any, batch: Any, tokens: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced decoder logits ``[B, T, V]`` of a fine-tuned model for caption prefixes ``tokens [B, T]``."""
+    memory, memory_mask = encode(model, batch)
+    decoder = decoder_of(model)
+    device = device_of(decoder)
+    return decoder(tokens.to(device), memory, memory_mask, None if token_mask is None else token_mask.to(device))
+
+
+def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettings) -> FinetunedModel:
+    """``model`` with a fresh ``caption_decoder`` head (word table copied from the model's, where widths agree)."""
+    model = base_model(model)
     require(model, REQUIRES, TASK)
     words = model.word_embeddings() if callable(getattr(model, "word_embeddings", None)) else None
     if words is None and not settings.width:
@@ -188,7 +203,7 @@ def build_captioner(model: nn.Module, tokenizer: Any, settings: CaptioningSettin
     if settings.init_word_embeddings and words is not None and width == text_width and words.shape[0] == config.vocab_size:
         with torch.no_grad():
             decoder.word_embeddings.weight.copy_(words.detach().float())
-    return Captioner(model, decoder).eval()
+    return with_heads(model, **{HEAD: decoder.to(device_of(model))}).eval()
 
 
 # ----------------------------------------------------------------------------- data
@@ -239,26 +254,23 @@ def clip_batch(processor: Any, clips: Sequence[CaptionClip]):
 # ----------------------------------------------------------------------------- fine-tuning
 
 
-@dataclass
-class CaptionTrainLog(TrainLog):
-    captioner: Captioner | None = None
-
-
-def caption_loss(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[CaptionClip], label_smoothing: float = 0.0) -> torch.Tensor:
+def caption_loss(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequence[CaptionClip], label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean teacher-forced cross-entropy over the caption pieces of ``clips`` (``[SEP]`` included)."""
     tok = assembler.tokenizer
-    inputs, targets, mask = caption_targets(tok, [c.sentence for c in clips], captioner.decoder.config.max_len)
-    logits = captioner(clip_batch(processor_for(captioner.model, assembler), clips), inputs, mask)  # [B, T, V]
+    inputs, targets, mask = caption_targets(tok, [c.sentence for c in clips], decoder_of(captioner).config.max_len)
+    logits = caption_logits(captioner, clip_batch(processor_for(base_model(captioner), assembler), clips), inputs, mask)  # [B, T, V]
+    targets = targets.to(logits.device)
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, label_smoothing=label_smoothing)
 
 
-def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings) -> CaptionTrainLog:
+def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings) -> TrainLog:
     """Train a decoder (and the encoder, at ``encoder_lr``) on the YouCook2 training segments.
 
-    ``model``: the ActBERT model (a fresh decoder is built) or a :class:`Captioner` (trained further).
-    Returns the loss log with ``.captioner`` set: pass it to :func:`evaluate`.
+    ``model``: a model (a fresh decoder is built) or a fine-tuned captioner (trained further).
+    Returns the loss log with ``.model`` = the model with its ``caption_decoder``: pass it to :func:`evaluate`.
     """
-    captioner = model if isinstance(model, Captioner) else build_captioner(model, assembler.tokenizer, settings)
+    has_decoder = isinstance(model, FinetunedModel) and HEAD in model.heads
+    captioner = model if has_decoder else build_captioner(model, assembler.tokenizer, settings)
     clips, _ = youcook2_clips(bench, assembler, "training")
     if not clips:
         raise TaskError(f"{bench.youcook2}: no training segment has features in {assembler.store_name}")
@@ -267,15 +279,16 @@ def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, setti
 
     def loss_at(step: int) -> torch.Tensor:
         idx = rng.choice(len(clips), size=min(settings.train_batch, len(clips)), replace=False)
-        with autocast(settings.dtype):
+        with autocast(settings.dtype, device_of(captioner).type):
             return caption_loss(captioner, assembler, [clips[i] for i in idx], settings.label_smoothing)
 
     groups = [
-        {"params": list(captioner.decoder.parameters()), "lr": settings.lr},
-        {"params": list(captioner.model.parameters()), "lr": settings.encoder_lr},
+        {"params": list(decoder_of(captioner).parameters()), "lr": settings.lr},
+        {"params": list(base_model(captioner).parameters()), "lr": settings.encoder_lr},
     ]
     log = train_loop(groups, loss_at, settings.steps, settings.lr, desc="captioning fine-tune", modules=[captioner])
-    return CaptionTrainLog(losses=log.losses, seconds=log.seconds, captioner=captioner.eval())
+    log.model = captioner.eval()
+    return log
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -372,23 +385,24 @@ def beam_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torc
 
 
 @torch.no_grad()
-def generate(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[CaptionClip], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 32, dtype: str = "fp32", progress: bool = True) -> list[str]:
+def generate(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequence[CaptionClip], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 32, dtype: str = "fp32", progress: bool = True) -> list[str]:
     """Detokenised captions for ``clips`` (greedy for ``beam_size=1``, else beam search)."""
     captioner.eval()
+    decoder = decoder_of(captioner)
     tok = assembler.tokenizer
-    banned = _banned_ids(tok, captioner.decoder.config.vocab_size)
+    banned = _banned_ids(tok, decoder.config.vocab_size).to(device_of(decoder))
     texts: list[str] = []
     bar = tqdm(total=len(clips), desc="captioning decode", unit="clip", leave=False, disable=not progress)
-    processor = processor_for(captioner.model, assembler)
+    processor = processor_for(base_model(captioner), assembler)
     for chunk in batched(list(clips), batch_size):
         batch = clip_batch(processor, chunk)
-        with autocast(dtype):
-            memory, mask = captioner.encode(batch)
+        with autocast(dtype, device_of(decoder).type):
+            memory, mask = encode(captioner, batch)
             memory = memory.float()
             if beam_size == 1:
-                ids = greedy_decode(captioner.decoder, memory, mask, banned)
+                ids = greedy_decode(decoder, memory, mask, banned)
             else:
-                ids = beam_decode_batch(captioner.decoder, memory, mask, banned, beam_size, length_penalty)
+                ids = beam_decode_batch(decoder, memory, mask, banned, beam_size, length_penalty)
         texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
         bar.update(len(chunk))
     bar.close()
@@ -398,13 +412,12 @@ def generate(captioner: Captioner, assembler: ClipAssembler, clips: Sequence[Cap
 # ----------------------------------------------------------------------------- evaluation
 
 
-def evaluate(model: Captioner, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings, variant: str = "") -> list[dict]:
+def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings, variant: str = "") -> list[dict]:
     """One record: captions of the YouCook2 validation segments scored against their sentences.
 
-    ``model`` must be a fine-tuned :class:`Captioner` (``finetune(...).captioner`` or ``load_captioner``).
+    ``model`` must have a ``caption_decoder`` head (``finetune(...).model`` or ``load_for_evaluation``).
     """
-    if not isinstance(model, Captioner):
-        raise TaskError("captioning: evaluate needs a Captioner (the ActBERT model + a trained decoder); run captioning.finetune first")
+    decoder_of(model)
     start = time.perf_counter()
     clips, skipped = youcook2_clips(bench, assembler, "validation")
     if settings.max_clips:
@@ -421,7 +434,7 @@ def evaluate(model: Captioner, assembler: ClipAssembler, bench: Benchmark, setti
     if skipped:
         notes.append(f"{len(skipped)} segment(s) skipped: no features")
     decoding = "greedy" if settings.beam_size == 1 else f"beam {settings.beam_size}"
-    notes.append(f"decoder: {model.decoder.config.layers} layers, width {model.decoder.config.width}; {decoding}; action stream only (no regions)")
+    notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)")
     return [
         make_record(
             TASK,
@@ -442,45 +455,3 @@ def evaluate(model: Captioner, assembler: ClipAssembler, bench: Benchmark, setti
             },
         )
     ]
-
-
-# ----------------------------------------------------------------------------- persistence
-
-
-def save_captioner(captioner: Captioner, out_dir: str | os.PathLike) -> Path:
-    """``out_dir/encoder/`` (the model's ``save_pretrained`` folder) + ``decoder.json`` + ``decoder.safetensors``."""
-    from actbert.utils.io import atomic_save_file, atomic_write_json
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    captioner.model.save_pretrained(out / "encoder")
-    atomic_write_json(out / "decoder.json", asdict(captioner.decoder.config))
-    atomic_save_file({k: v.detach().contiguous() for k, v in captioner.decoder.state_dict().items()}, out / "decoder.safetensors")
-    return out
-
-
-def load_captioner(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Captioner:
-    """Inverse of :func:`save_captioner` (no pickle: JSON + safetensors)."""
-    from safetensors.torch import load_file
-
-    from actbert.tasks.common import load_model
-
-    root = Path(model_dir)
-    config_path = root / "decoder.json"
-    try:
-        data = json.loads(config_path.read_text(encoding="utf-8"))
-        config = DecoderConfig(**data)
-    except FileNotFoundError:
-        raise TaskError(f"{config_path}: not found (not a save_captioner folder)") from None
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise TaskError(f"{config_path}: not a caption decoder config ({exc})") from None
-    decoder = CaptionDecoder(config)
-    weights_path = root / "decoder.safetensors"
-    try:
-        state = load_file(str(weights_path), device=str(device))
-    except FileNotFoundError:
-        raise TaskError(f"{weights_path}: not found") from None
-    missing, unexpected = decoder.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise TaskError(f"{weights_path}: tensors do not match the decoder (missing {missing[:5]}, unexpected {unexpected[:5]})")
-    return Captioner(load_model(root / "encoder", device), decoder.to(device)).eval()

@@ -134,6 +134,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+DEVICES = "auto | cpu | cuda | cuda:N"
+
+
+def resolve_device(name: str, where: str = "device") -> torch.device:
+    """A task's ``device`` setting: ``auto`` = the first GPU if there is one, else the CPU."""
+    text = str(name).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise TaskError(f"{where}: expected {DEVICES}, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise TaskError(f"{where}: expected {DEVICES}, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TaskError(f"{where}: {name!r} asked for, but no CUDA device is available (use device=cpu or auto)")
+    return device
+
+
+def on_device(batch: Any, model: Any) -> Any:
+    """``batch`` moved to the device of ``model``'s parameters (batches have ``.to(device)``)."""
+    from actbert.models.interface import device_of
+
+    return batch.to(device_of(model))
+
+
 def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

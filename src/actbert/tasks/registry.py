@@ -7,12 +7,14 @@ what fine-tuning leaves behind, and this module absorbs that:
 
 * retrieval / videoqa: the fine-tuned model itself (``evaluate(..., finetuned=True)`` labels the
   protocol "fine-tuned");
-* captioning: a :class:`~actbert.tasks.captioning.Captioner` (model + decoder), returned in the log;
-* segmentation: the model with a ``segmentation_head`` attached;
+* captioning / segmentation: the model + the head the task trained (a caption decoder, a frame
+  classifier): a :class:`~actbert.tasks.heads.FinetunedModel`, the log's ``.model``;
 * step_localization: no fine-tuning (the paper scores it zero-shot with the matching head).
 
-``save_finetuned`` / ``load_for_evaluation`` keep a fine-tuned model on disk in a folder that
-``from_pretrained`` reads (plus the task's extra parts: the caption decoder, the frame classifier).
+Every task's settings have ``device`` (``auto`` / ``cpu`` / ``cuda[:N]``): the model is moved there
+before the task runs, and batches follow the model. ``save_finetuned`` / ``load_for_evaluation``
+keep a fine-tuned model on disk in one layout for every task: a folder that ``from_pretrained``
+reads, plus the heads (tasks/heads.py).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any, Mapping, Sequence
 
 from actbert.config import ConfigError
 from actbert.data.clips import ClipAssembler
-from actbert.tasks.common import TASK_NAMES, Benchmark, TaskError
+from actbert.tasks.common import TASK_NAMES, Benchmark, TaskError, resolve_device
+from actbert.tasks.heads import HEADS_CONFIG, HEADS_WEIGHTS, FinetunedModel, base_model, load_heads
 
 SETTINGS_CLASSES = {
     "retrieval": "RetrievalSettings",
@@ -37,7 +40,6 @@ SETTINGS_CLASSES = {
     "segmentation": "SegmentationSettings",
     "step_localization": "StepLocalizationSettings",
 }
-HEAD_FILE = "segmentation_head.safetensors"
 
 
 class UnknownTaskError(TaskError):
@@ -114,28 +116,31 @@ def without_regions(task: str, settings: Any) -> Any | None:
 
 @dataclass
 class FinetuneResult:
-    model: Any  # what evaluate() takes: the model, a Captioner, the model + segmentation head
+    model: Any  # what evaluate() takes: the model, or the model + the task's heads (a FinetunedModel)
     log: Any  # the task's TrainLog (losses, seconds) or None (no fine-tuning)
+
+
+def _placed(module: Any, model: Any, settings: Any) -> Any:
+    """``model`` as the task takes it, on the task's ``device`` setting: a task without a head of
+    its own (no ``HEAD``) gets the bare model, without heads other tasks trained."""
+    if not hasattr(module, "HEAD"):
+        model = base_model(model)
+    device = getattr(settings, "device", None)
+    return model if device is None else model.to(resolve_device(device, "device (task setting)"))
 
 
 def finetune(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, settings: Any) -> FinetuneResult:
     module = task_module(task)
     if not hasattr(module, "finetune"):
         return FinetuneResult(model, None)
+    model = _placed(module, model, settings)
     log = module.finetune(model, assembler, bench, settings)
-    if task == "captioning":
-        return FinetuneResult(log.captioner, log)
-    return FinetuneResult(model, log)
+    return FinetuneResult(model if log.model is None else log.model, log)
 
 
 def evaluate(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, settings: Any, variant: str = "", finetuned: bool = False) -> list[dict]:
     module = task_module(task)
-    if task == "captioning":
-        from actbert.tasks.captioning import Captioner
-
-        if not isinstance(model, Captioner):
-            raise TaskError("captioning: evaluation needs a fine-tuned captioner (run `actbert finetune captioning` first, "
-                            "then `actbert evaluate captioning --model OUT/model`)")
+    model = _placed(module, model, settings)
     kwargs = {}
     if "finetuned" in inspect.signature(module.evaluate).parameters:
         kwargs["finetuned"] = finetuned
@@ -146,69 +151,29 @@ def evaluate(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, 
 
 
 def save_finetuned(task: str, model: Any, out_dir: str | os.PathLike) -> Path:
-    """``out_dir`` = a ``save_pretrained`` folder (+ the task's extra parts), readable by
-    :func:`load_for_evaluation`."""
+    """``out_dir`` = the model's ``save_pretrained`` folder (+ ``heads.json`` / ``heads.safetensors``
+    when fine-tuning added heads, tasks/heads.py), readable by :func:`load_for_evaluation`."""
     out = Path(out_dir)
-    if task == "captioning":
-        from actbert.tasks.captioning import save_captioner
-
-        return save_captioner(model, out)
-    if task == "segmentation":
-        from actbert.tasks.segmentation import HEAD_ATTRIBUTE
-        from actbert.utils.io import atomic_save_file, atomic_write_json
-
-        head = getattr(model, HEAD_ATTRIBUTE)
-        delattr(model, HEAD_ATTRIBUTE)  # the encoder folder holds only the architecture's own tensors
-        try:
-            model.save_pretrained(out)
-        finally:
-            setattr(model, HEAD_ATTRIBUTE, head)
-        atomic_save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, out / HEAD_FILE)
-        atomic_write_json(out / "segmentation_head.json", {"step_ids": list(head.labels.step_ids), "names": list(head.labels.names)})
-        return out
+    if not isinstance(model, FinetunedModel):
+        for stale in (HEADS_CONFIG, HEADS_WEIGHTS):  # heads of an earlier run in the same folder
+            (out / stale).unlink(missing_ok=True)
     model.save_pretrained(out)
     return out
 
 
-def load_for_evaluation(task: str, model_dir: str | os.PathLike, bench: Benchmark | None = None) -> Any:
-    """The model ``evaluate`` needs from ``model_dir`` (a pretrained or a fine-tuned folder)."""
+def load_for_evaluation(task: str, model_dir: str | os.PathLike, bench: Benchmark | None = None, device: str = "cpu") -> Any:
+    """The model ``evaluate`` needs from ``model_dir`` (a pretrained or a fine-tuned folder): the
+    model, with its task heads when the folder has them."""
     from actbert.models.pretrained import CONFIG_NAME
     from actbert.tasks.common import load_model
 
     model_dir = Path(model_dir)
-    if task == "captioning":
-        from actbert.tasks.captioning import load_captioner
-
-        if not (model_dir / "decoder.json").is_file():
-            raise TaskError(f"{model_dir}: not a fine-tuned captioner (no decoder); run `actbert finetune captioning` first")
-        return load_captioner(model_dir)
     if not (model_dir / CONFIG_NAME).is_file():
-        raise TaskError(f"{model_dir}: not a model folder (no {CONFIG_NAME}; expected save_pretrained output)")
-    model = load_model(model_dir).eval()
-    if task == "segmentation":
-        model = _attach_segmentation_head(model, model_dir)
-    return model
-
-
-def _attach_segmentation_head(model: Any, model_dir: Path) -> Any:
-    from safetensors.torch import load_file
-
-    from actbert.tasks.segmentation import HEAD_ATTRIBUTE, FrameClassifier, LabelSpace
-    from actbert.utils.io import read_json
-
-    path = model_dir / HEAD_FILE
-    if not path.is_file():
-        raise TaskError(f"{model_dir}: no {HEAD_FILE} (a segmentation model comes from `actbert finetune segmentation`)")
-    info = read_json(model_dir / "segmentation_head.json", "segmentation labels")
-    labels = LabelSpace(tuple(info["step_ids"]), tuple(info["names"]))
-    head = FrameClassifier(int(model.unit_state_dim), labels)
-    state = load_file(str(path))
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as exc:
-        raise TaskError(f"{path}: does not fit the model's frame classifier ({exc})") from exc
-    setattr(model, HEAD_ATTRIBUTE, head.eval())
-    return model
+        hint = " (a captioner written by an older version: re-run `actbert finetune captioning`)" if (model_dir / "decoder.json").is_file() else ""
+        raise TaskError(f"{model_dir}: not a model folder (no {CONFIG_NAME}; expected save_pretrained output){hint}")
+    model = load_model(model_dir, device).eval()
+    heads = load_heads(model_dir, device)
+    return FinetunedModel(model, heads).eval() if heads else model
 
 
 def build_assembler(store_dir: str | os.PathLike, model: Any = None, max_units: int = 10) -> ClipAssembler:
@@ -221,7 +186,7 @@ def build_assembler(store_dir: str | os.PathLike, model: Any = None, max_units: 
         raise TaskError(f"{store_dir}: not a feature store (no schema.json; run `actbert extract`)")
     store = FeatureStore(store_dir)
     if model is not None:
-        cfg = getattr(model.model if type(model).__name__ == "Captioner" else model, "config", None)
+        cfg = getattr(base_model(model), "config", None)
         schema = store.schema
         for field_name, want in (("action_feature_dim", schema.action_dim), ("region_feature_dim", schema.region_dim)):
             have = getattr(cfg, field_name, None)

@@ -50,6 +50,7 @@ REQUIRES = ("pair_scores",)
 class RetrievalSettings:
     batch_size: int = 64  # pairs per forward pass when scoring
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     max_queries: int = 0  # 0 = the whole gallery; else the first N clips (budgeted runs say so)
     use_regions: bool = True
     # fine-tuning (MSR-VTT training split)

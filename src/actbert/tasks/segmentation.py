@@ -18,8 +18,9 @@ frame labeling" and feeds no text. Here:
 * **Fine-tuning** (:func:`finetune`): the whole encoder and the classifier, cross-entropy over all
   frames of random ``W``-frame windows of the *training* subset's videos (AdamW, warm-up + linear
   decay; the classifier gets its own, larger learning rate since it starts from scratch). The
-  classifier is attached to the model as ``model.segmentation_head`` -- the fine-tuned model *is*
-  encoder + classifier -- so :func:`evaluate` is called on the same model object.
+  fine-tuned model is the encoder + the classifier as its ``frame_classifier`` head
+  (:class:`~actbert.tasks.heads.FinetunedModel`, ``finetune(...).model``): :func:`evaluate` takes it,
+  and ``save_finetuned`` / ``load_for_evaluation`` keep it on disk like every task's.
 * **Evaluation** (:func:`evaluate`): every video of the *testing* subset with features. A video
   longer than ``W`` frames is covered by windows starting every ``stride`` frames (the last window
   is aligned to the video's end); a frame inside several windows gets the mean of their softmax
@@ -44,16 +45,17 @@ from actbert.data import readers
 from actbert.metrics.segmentation import segmentation_metrics
 from actbert.data.clips import ClipAssembler
 from actbert.data.clips import ClipsError
-from actbert.models.interface import require
+from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, batched, make_record
+from actbert.tasks.common import Benchmark, TaskError, batched, make_record, on_device
+from actbert.tasks.heads import FinetunedModel, TaskHead, base_model, with_heads
 from actbert.train.finetune import TrainLog, train_loop
 from actbert.utils.precision import autocast
 
 TASK = "segmentation"
 PRIMARY = "frame_accuracy"
 BACKGROUND = "background"
-HEAD_ATTRIBUTE = "segmentation_head"
+HEAD = "frame_classifier"  # the fine-tuned model's head name
 REQUIRES = ("unit_states",)
 
 
@@ -63,6 +65,7 @@ class SegmentationSettings:
     stride: int = 5  # frames between evaluation window starts (< window: overlapping windows)
     batch_size: int = 16  # windows per forward pass when evaluating
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     use_regions: bool = True
     max_videos: int = 0  # 0 = every testing video; else the first N (budgeted runs say so)
     # fine-tuning (training subset)
@@ -114,30 +117,43 @@ def frame_labels(video: readers.CoinVideo, frame_times: np.ndarray, labels: Labe
 # ----------------------------------------------------------------------------- model parts
 
 
-class FrameClassifier(nn.Module):
+class FrameClassifier(TaskHead):
     """Linear classifier on per-frame unit states: ``[B, W, D] -> [B, W, num_classes]``."""
+
+    kind = "frame_classifier"
 
     def __init__(self, state_dim: int, labels: LabelSpace, dropout: float = 0.1):
         super().__init__()
         self.labels = labels
+        self.state_dim = int(state_dim)
+        self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(state_dim, len(labels))
 
     def forward(self, frame_features: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(frame_features))
 
+    def head_config(self) -> dict[str, Any]:
+        return {"state_dim": self.state_dim, "dropout": self.dropout_p,
+                "step_ids": list(self.labels.step_ids), "names": list(self.labels.names)}
+
+    @classmethod
+    def from_head_config(cls, config: Any) -> "FrameClassifier":
+        labels = LabelSpace(tuple(config["step_ids"]), tuple(config["names"]))
+        return cls(int(config["state_dim"]), labels, float(config.get("dropout", 0.1)))
+
 
 def frame_features(model: Any, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's per-unit states of ``batch`` (rows of per-frame units, no text): features
     ``[B, W, D]`` and valid ``[B, W]`` bool (the ``unit_states`` capability)."""
-    return model.unit_states(batch)
+    model = base_model(model)
+    return model.unit_states(on_device(batch, model))
 
 
 def head_of(model: Any) -> FrameClassifier:
-    head = getattr(model, HEAD_ATTRIBUTE, None)
-    if head is None:
-        raise TaskError("segmentation: the model has no segmentation_head; run segmentation.finetune(...) first")
-    return head
+    if not isinstance(model, FinetunedModel):
+        raise TaskError("segmentation: the model has no frame_classifier head; run segmentation.finetune(...) first")
+    return model.head(HEAD, TASK)
 
 
 # ----------------------------------------------------------------------------- data
@@ -188,19 +204,20 @@ def _window(settings: SegmentationSettings, assembler: ClipAssembler) -> int:
 def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: SegmentationSettings) -> TrainLog:
     """Fine-tune encoder + a new linear classifier on COIN's training subset (the paper's protocol).
 
-    Attaches the classifier as ``model.segmentation_head`` (replacing an earlier one).
+    Returns the log with ``.model`` = the model with a new ``frame_classifier`` head (replacing
+    an earlier one); pass it to :func:`evaluate`.
     """
     coin = readers.read_coin(bench.require(bench.coin, "COIN"))
     labels = label_space(coin)
     videos, _ = _videos(bench, assembler, "training", labels)
     if not videos:
         raise TaskError(f"{bench.coin}: no training video has features in {assembler.store_name}")
-    require(model, REQUIRES, TASK)
-    processor = processor_for(model, assembler)
+    encoder = base_model(model)
+    require(encoder, REQUIRES, TASK)
+    processor = processor_for(encoder, assembler)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    head = FrameClassifier(int(model.unit_state_dim), labels)
-    setattr(model, HEAD_ATTRIBUTE, head)
+    head = FrameClassifier(int(encoder.unit_state_dim), labels).to(device_of(encoder))
     width = _window(settings, assembler)
 
     def loss_at(step: int) -> torch.Tensor:
@@ -214,17 +231,19 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
             row = np.full(width, -100, np.int64)
             row[: len(frames)] = video.labels[frames]
             targets.append(row)
-        feats, _ = frame_features(model, processor.batch(rows, use_regions=settings.use_regions))
+        feats, _ = frame_features(encoder, processor.batch(rows, use_regions=settings.use_regions))
         logits = head(feats)  # [B, W', K]
-        target = torch.from_numpy(np.stack(targets))[:, : logits.shape[1]]
+        target = torch.from_numpy(np.stack(targets))[:, : logits.shape[1]].to(logits.device)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
     params = [
-        {"params": [p for p in model.parameters() if all(p is not q for q in head.parameters())], "lr": settings.lr},
+        {"params": list(encoder.parameters()), "lr": settings.lr},
         {"params": list(head.parameters()), "lr": settings.head_lr},
     ]
     # each group keeps its own base lr; train_loop's warm-up/decay schedule scales both
-    return train_loop(params, loss_at, settings.steps, settings.lr, desc="segmentation fine-tune", modules=[model])
+    log = train_loop(params, loss_at, settings.steps, settings.lr, desc="segmentation fine-tune", modules=[encoder, head])
+    log.model = with_heads(encoder, **{HEAD: head})
+    return log
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -235,7 +254,7 @@ def predict_video(model: Any, assembler: ClipAssembler, video_id: str, settings:
     """Class probabilities of every 1 FPS frame of ``video_id``: float32 ``[F, K]`` (overlapping windows averaged)."""
     head = head_of(model)
     model.eval()
-    processor = processor_for(model, assembler)
+    processor = processor_for(base_model(model), assembler)
     num = len(assembler.frame_times(video_id))
     width = _window(settings, assembler)
     probs = np.zeros((num, len(head.labels)), np.float32)
@@ -244,9 +263,9 @@ def predict_video(model: Any, assembler: ClipAssembler, video_id: str, settings:
     for chunk in batched(starts, settings.batch_size):
         frames = [np.arange(s, min(num, s + width)) for s in chunk]
         batch = processor.batch([Item(VideoRef.of_frames(video_id, f)) for f in frames], use_regions=settings.use_regions)
-        with autocast(settings.dtype):
+        with autocast(settings.dtype, device_of(head).type):
             feats, _ = frame_features(model, batch)
-            p = torch.softmax(head(feats).float(), dim=-1).numpy()
+            p = torch.softmax(head(feats).float(), dim=-1).cpu().numpy()
         for f, row in zip(frames, p):
             probs[f] += row[: len(f)]
             hits[f] += 1.0

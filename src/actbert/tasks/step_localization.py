@@ -52,6 +52,7 @@ REQUIRES = ("pair_scores",)
 class StepLocalizationSettings:
     batch_size: int = 64  # (candidate, step) pairs per forward pass
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     use_regions: bool = True
     units: str = "seconds"  # seconds: 1 FPS candidates (CrossTask's unit) | clips: the store's clips
     context: int = 2  # seconds units: frames on each side of the candidate frame

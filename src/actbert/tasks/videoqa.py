@@ -47,9 +47,9 @@ from tqdm import tqdm
 from actbert.data import readers
 from actbert.metrics.accuracy import fill_in_blank_accuracy, multiple_choice_correct, normalize_answer
 from actbert.data.clips import ClipAssembler
-from actbert.models.interface import require
+from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
-from actbert.tasks.common import Benchmark, TaskError, batched, make_record
+from actbert.tasks.common import Benchmark, TaskError, batched, make_record, on_device
 from actbert.train.finetune import TrainLog, train_loop
 from actbert.tasks.retrieval import matching_batch, msrvtt_training_pairs
 from actbert.tasks.scoring import score_items
@@ -66,6 +66,7 @@ _BLANK = re.compile(r"_{3,}")
 class VideoQASettings:
     batch_size: int = 64  # rows per forward pass when scoring
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     max_questions: int = 0  # 0 = all test questions; else the first N (budgeted runs say so)
     use_regions: bool = True
     subtasks: list[str] = field(default_factory=lambda: list(SUBTASKS))
@@ -169,7 +170,7 @@ def fib_batch(processor: Any, items: Sequence[readers.BlankItem], num_masks: Seq
 
 def blank_logits(model: Any, batch, masks: torch.Tensor) -> torch.Tensor:
     """Masked-token logits at the mask positions, row-major: ``[N_masks, vocab]``."""
-    return model.masked_token_logits(batch, masks)
+    return model.masked_token_logits(on_device(batch, model), masks.to(device_of(model)))
 
 
 @dataclass
@@ -207,8 +208,8 @@ def candidate_scores(model: Any, assembler: ClipAssembler, items: Sequence[reade
     bar = tqdm(total=len(rows), desc="fill-in-the-blank scores", unit="row", leave=False, disable=not progress)
     for chunk in batched(rows, batch_size):
         batch, masks = fib_batch(processor, [items[q] for q, _ in chunk], [n for _, n in chunk], use_regions)
-        with autocast(dtype):
-            logp = F.log_softmax(blank_logits(model, batch, masks).float(), dim=-1)  # [sum n, V]
+        with autocast(dtype, device_of(model).type):
+            logp = F.log_softmax(blank_logits(model, batch, masks).float(), dim=-1).cpu()  # [sum n, V]
         offset = 0
         for q, n in chunk:
             rows_logp = logp[offset : offset + n]  # [n, V]
@@ -306,7 +307,7 @@ def fib_training_items(bench: Benchmark, assembler: ClipAssembler, max_pieces: i
 def fib_loss(model: Any, processor: Any, questions: Sequence[tuple[readers.BlankItem, list[int]]], use_regions: bool) -> torch.Tensor:
     """Mean cross-entropy of the answer pieces at the masks (one mask per piece)."""
     batch, masks = fib_batch(processor, [q for q, _ in questions], [len(p) for _, p in questions], use_regions, "fill-in-the-blank train")
-    targets = torch.tensor([i for _, p in questions for i in p], dtype=torch.long)
+    targets = torch.tensor([i for _, p in questions for i in p], dtype=torch.long, device=device_of(model))
     return F.cross_entropy(blank_logits(model, batch, masks).float(), targets)
 
 
@@ -331,10 +332,10 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: V
 
     def loss_at(step: int) -> torch.Tensor:
         total = []
-        with autocast(settings.dtype):
+        with autocast(settings.dtype, device_of(model).type):
             if pairs is not None:
                 b, labels = matching_batch(processor, pairs, rng, settings.train_batch, settings.negatives, settings.use_regions)
-                match = model.pair_loss(b, labels)
+                match = model.pair_loss(on_device(b, model), labels)
                 parts.setdefault("match", []).append(match.item())
                 total.append(match)
             if fib is not None:

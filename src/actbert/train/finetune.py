@@ -25,6 +25,7 @@ from actbert.utils.schedule import lr_factor
 class TrainLog:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    model: Any = None  # what the task's evaluate takes after fine-tuning (set by the task; None = the model given)
 
     def summary(self) -> dict[str, Any]:
         first = float(np.mean(self.losses[: max(1, len(self.losses) // 10)])) if self.losses else None

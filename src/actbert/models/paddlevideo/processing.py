@@ -273,7 +273,12 @@ def match_probabilities(
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> np.ndarray:
-    """Matched probability for each ``(caption_index, video_index)`` pair -> float32 ``[P]``."""
+    """Matched probability for each ``(caption_index, video_index)`` pair -> float32 ``[P]``.
+
+    For inputs already in the upstream layout (``CaptionInput`` / ``VideoInput``, e.g. arrays
+    from PaddleVideo's own pipeline); feature-store items go through the shared task scorer
+    (``actbert.tasks.scoring.score_items``). Both score with the model's ``pair_scores``.
+    """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if pairs.size and (pairs[:, 0].max() >= len(captions) or pairs[:, 1].max() >= len(videos) or pairs.min() < 0):
         raise PaddleVideoRetrievalError("pairs: index out of range of the captions / videos given")
@@ -283,25 +288,13 @@ def match_probabilities(
             raise PaddleVideoRetrievalError(
                 f"caption {i}: field 'text_ids' has id {int(caption.text_ids.max())} >= the model's vocab_size {vocab}"
             )
-    text = {n: _stack(captions, n) for n in ("text_ids", "token_type_ids", "text_mask")}
-    visual = {n: _stack(videos, n) for n in ("image_feat", "image_loc", "image_mask", "action_feat", "action_mask")}
     model = model.eval().to(device)
     out = np.empty(len(pairs), np.float32)
     starts = range(0, len(pairs), batch_size)
     for s in tqdm(starts, desc="paddlevideo match", disable=not progress, file=sys.stderr):
-        ci = torch.from_numpy(pairs[s : s + batch_size, 0])
-        vi = torch.from_numpy(pairs[s : s + batch_size, 1])
-        scores = model(
-            text["text_ids"][ci].to(device),
-            visual["action_feat"][vi].to(device),
-            visual["image_feat"][vi].to(device),
-            visual["image_loc"][vi].to(device),
-            text["token_type_ids"][ci].to(device),
-            text["text_mask"][ci].to(device),
-            visual["image_mask"][vi].to(device),
-            visual["action_mask"][vi].to(device),
-        ).seq_relationship_score
-        out[s : s + len(ci)] = matched_probability(scores).cpu().numpy()
+        chunk = pairs[s : s + batch_size]
+        batch = PaddleVideoBatch(*model_inputs([captions[i] for i in chunk[:, 0]], [videos[j] for j in chunk[:, 1]], device))
+        out[s : s + len(chunk)] = model.pair_scores(batch).cpu().numpy()  # the family's one scoring rule
     return out
 
 
