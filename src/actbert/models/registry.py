@@ -28,6 +28,7 @@ ARCHITECTURES: dict[str, str] = {
     "paddlevideo": "actbert.models.paddlevideo.modeling:PaddleVideoActBert",
     "videobert": "actbert.models.videobert.modeling:VideoBertForPretraining",
     "hero": "actbert.models.hero.modeling:HeroForPretraining",
+    "vlm": "actbert.models.vlm.modeling:VLMForPretraining",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
