@@ -10,7 +10,10 @@ real :class:`actbert.data.store.FeatureStore` holding every video of ``ground_tr
   its centre, plus noise; its action target = that verb, one-hot;
 * every 1 FPS frame has 1..R regions: the first shows the object of the step at that time
   (fixed random object embedding + noise, class distribution peaked at the object), the others
-  random objects.
+  random objects;
+* every second k (window centre k + 0.5, one per 1 FPS frame) has a per-second feature: the verb
+  embedding of the step at that time plus an object embedding (in the action dimension) plus
+  noise, drawn from a second generator so the arrays above are the ones they always were.
 
 So a fine-tuned model can learn captions / answers from the features. Deterministic in ``seed``.
 """
@@ -39,11 +42,14 @@ def write_planted_store(bench_root: str | Path, out_dir: str | Path, action_dim:
         region_classes=objects,
         action_vocab=verbs,
         max_regions=max_regions,
+        second_features=True,
     )
     writer = FeatureStoreWriter(out_dir, schema)
     rng = np.random.default_rng(seed)
+    second_rng = np.random.default_rng([seed, 1])
     verb_emb = rng.standard_normal((len(verbs), action_dim)).astype(np.float32)
     obj_emb = rng.standard_normal((len(objects), region_dim)).astype(np.float32)
+    obj_action_emb = second_rng.standard_normal((len(objects), action_dim)).astype(np.float32)
     for video_id in sorted(truth):
         info = truth[video_id]
         steps = info["steps"]
@@ -81,6 +87,12 @@ def write_planted_store(bench_root: str | Path, out_dir: str | Path, action_dim:
         locations = np.concatenate([xy, xy + wh, wh[..., :1] * wh[..., 1:]], axis=2).astype(np.float32)
         boxes = (locations[..., :4] * np.array([meta["width"], meta["height"]] * 2, np.float32)).astype(np.float32)
         region_features[~valid], probs[~valid], locations[~valid], boxes[~valid] = 0.0, 0.0, 0.0, 0.0
+        second_times = frame_times + 0.5
+        second_step = step_at(second_times)
+        second_features = (
+            verb_emb[step_verb[second_step]] + obj_action_emb[step_obj[second_step]]
+            + noise * second_rng.standard_normal((len(second_times), action_dim)).astype(np.float32)
+        )
         writer.write(
             video_id,
             VideoFeatures(
@@ -93,6 +105,8 @@ def write_planted_store(bench_root: str | Path, out_dir: str | Path, action_dim:
                 region_locations=locations,
                 region_class_probs=probs.astype(np.float32),
                 region_counts=counts.astype(np.int64),
+                second_times=second_times,
+                second_features=second_features,
             ),
         )
     return FeatureStore(out_dir)

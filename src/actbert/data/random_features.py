@@ -13,9 +13,17 @@ contents are random but *learnable*, so all four pretraining losses can fall:
   one-hot verb (a few clips get no verb: all-zero target, like narrations without a verb);
 * every 1 FPS frame of the clip has 1..R regions: the first shows the step's object, the others
   objects of the video's pool (a scene keeps its objects); a region feature is the object's
-  embedding plus noise and its class distribution a softmax peaked at that object.
+  embedding plus noise and its class distribution a softmax peaked at that object;
+* every second ``k`` (window centre ``k + 0.5``, one per 1 FPS frame) has a per-second global
+  feature: the verb embedding of the clip it falls in (the clip's action feature without its noise)
+  plus a fixed random embedding of the step's object, plus noise -- like an action-encoder window,
+  it sees the motion and the object handled, so families that read only per-second features (VLM,
+  HERO, VideoBERT) can recover both words of the narration.
 
 Everything is drawn from ``numpy.random.default_rng(seed)``: the same arguments give the same files.
+The per-second features come from a second generator (``default_rng([seed, 1])``), so adding them
+left every other array of a corpus exactly as it was; an existing corpus written before them is
+filled in place by :func:`write_random_corpus` (other arrays untouched).
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from actbert.data.store import FeatureStoreWriter, StoreSchema, VideoFeatures
+from actbert.data.store import FeatureStore, FeatureStoreWriter, StoreSchema, VideoFeatures, enable_second_features
 from actbert.utils.io import atomic_write_json, read_json
 
 VERBS = (
@@ -66,35 +75,29 @@ def _names(base: tuple[str, ...] | list[str], count: int, prefix: str) -> list[s
     return (unique + [f"{prefix}{i}" for i in range(max(0, count - len(unique)))])[:count]
 
 
-def write_random_corpus(root: str | os.PathLike, spec: RandomCorpusSpec) -> tuple[Path, Path]:
-    """Write ``root/store`` (feature store) and ``root/narrations.json``; returns their paths.
-
-    Reuses an existing corpus written with the same spec (``root/spec.json``).
-    """
-    root = Path(root)
-    store_dir, narr_path, spec_path = root / "store", root / "narrations.json", root / "spec.json"
-    if spec_path.exists() and narr_path.exists() and read_json(spec_path) == asdict(spec):
-        return store_dir, narr_path
-    if spec_path.exists() or store_dir.exists():
-        raise ValueError(f"{root}: holds a random corpus written with a different spec ({spec_path}); use another folder")
-    if spec.num_videos < 1 or spec.clips_per_video < 1:
-        raise ValueError(f"random corpus needs >= 1 video and clip, got {spec.num_videos} and {spec.clips_per_video}")
-    rng = np.random.default_rng(spec.seed)
-    verbs = _names(VERBS, spec.num_actions, "verb")
-    objects = _names(OBJECTS, spec.num_region_classes, "object")
-    schema = StoreSchema(
+def _schema(spec: RandomCorpusSpec) -> StoreSchema:
+    return StoreSchema(
         action_dim=spec.action_dim,
         region_dim=spec.region_dim,
         num_region_classes=spec.num_region_classes,
         num_actions=spec.num_actions,
-        region_classes=objects,
-        action_vocab=verbs,
+        region_classes=_names(OBJECTS, spec.num_region_classes, "object"),
+        action_vocab=_names(VERBS, spec.num_actions, "verb"),
         max_regions=spec.max_regions,
+        second_features=True,
     )
-    writer = FeatureStoreWriter(store_dir, schema)
+
+
+def _random_videos(spec: RandomCorpusSpec) -> Iterator[tuple[str, VideoFeatures, dict[str, list]]]:
+    """(video_id, features, narration entry) of every video, in order; a pure function of ``spec``."""
+    rng = np.random.default_rng(spec.seed)
+    # the per-second features draw from their own generator, after everything else was drawn as before
+    second_rng = np.random.default_rng([spec.seed, 1])
+    verbs = _names(VERBS, spec.num_actions, "verb")
+    objects = _names(OBJECTS, spec.num_region_classes, "object")
     verb_emb = rng.standard_normal((spec.num_actions, spec.action_dim)).astype(np.float32)
     obj_emb = rng.standard_normal((spec.num_region_classes, spec.region_dim)).astype(np.float32)
-    narrations: dict[str, dict[str, list]] = {}
+    obj_action_emb = second_rng.standard_normal((spec.num_region_classes, spec.action_dim)).astype(np.float32)
     pool = min(spec.steps_per_video, spec.num_actions, spec.num_region_classes)
     for v in range(spec.num_videos):
         video_id = f"random{v:05d}"
@@ -132,21 +135,63 @@ def write_random_corpus(root: str | os.PathLike, spec: RandomCorpusSpec) -> tupl
         boxes = (locations[..., :4] * np.array([320, 240, 320, 240], np.float32)).astype(np.float32)
         zero = ~valid
         region_features[zero], probs[zero], locations[zero], boxes[zero] = 0.0, 0.0, 0.0, 0.0
-        writer.write(
-            video_id,
-            VideoFeatures(
-                clip_times=clip_times,
-                action_features=action_features,
-                action_targets=action_targets,
-                frame_times=frame_times,
-                region_features=region_features,
-                region_boxes=boxes,
-                region_locations=locations,
-                region_class_probs=probs.astype(np.float32),
-                region_counts=counts.astype(np.int64),
-            ),
+
+        # one second per 1 FPS frame: second k = [k, k + 1), its window centred at k + 0.5
+        second_times = frame_times + 0.5
+        clip_of_second = np.minimum(np.searchsorted(ends, second_times, side="right"), C - 1)
+        second_features = (
+            verb_emb[step_verb[clip_of_second]] + obj_action_emb[step_obj[clip_of_second]]
+            + spec.noise * second_rng.standard_normal((len(second_times), spec.action_dim)).astype(np.float32)
         )
-        narrations[video_id] = {"start": clip_times[:, 0].tolist(), "end": clip_times[:, 1].tolist(), "text": texts}
+        features = VideoFeatures(
+            clip_times=clip_times,
+            action_features=action_features,
+            action_targets=action_targets,
+            frame_times=frame_times,
+            region_features=region_features,
+            region_boxes=boxes,
+            region_locations=locations,
+            region_class_probs=probs.astype(np.float32),
+            region_counts=counts.astype(np.int64),
+            second_times=second_times,
+            second_features=second_features,
+        )
+        narration = {"start": clip_times[:, 0].tolist(), "end": clip_times[:, 1].tolist(), "text": texts}
+        yield video_id, features, narration
+
+
+def _fill_second_features(store_dir: Path, spec: RandomCorpusSpec) -> None:
+    """Add the per-second features to a corpus written before them (other arrays untouched)."""
+    store = FeatureStore(store_dir)
+    if store.has_second_features and all(store.record_has_second_features(v) for v in store.video_ids()):
+        return
+    enable_second_features(store_dir)
+    writer = FeatureStoreWriter(store_dir, _schema(spec))
+    for video_id, features, _ in _random_videos(spec):
+        if video_id in store and not store.record_has_second_features(video_id):
+            writer.add_second_features(video_id, features.second_times, features.second_features)
+
+
+def write_random_corpus(root: str | os.PathLike, spec: RandomCorpusSpec) -> tuple[Path, Path]:
+    """Write ``root/store`` (feature store) and ``root/narrations.json``; returns their paths.
+
+    Reuses an existing corpus written with the same spec (``root/spec.json``), adding the
+    per-second features if it was written before them.
+    """
+    root = Path(root)
+    store_dir, narr_path, spec_path = root / "store", root / "narrations.json", root / "spec.json"
+    if spec_path.exists() and narr_path.exists() and read_json(spec_path) == asdict(spec):
+        _fill_second_features(store_dir, spec)
+        return store_dir, narr_path
+    if spec_path.exists() or store_dir.exists():
+        raise ValueError(f"{root}: holds a random corpus written with a different spec ({spec_path}); use another folder")
+    if spec.num_videos < 1 or spec.clips_per_video < 1:
+        raise ValueError(f"random corpus needs >= 1 video and clip, got {spec.num_videos} and {spec.clips_per_video}")
+    writer = FeatureStoreWriter(store_dir, _schema(spec))
+    narrations: dict[str, dict[str, list]] = {}
+    for video_id, features, narration in _random_videos(spec):
+        writer.write(video_id, features)
+        narrations[video_id] = narration
     atomic_write_json(narr_path, narrations)
     atomic_write_json(spec_path, asdict(spec))
     return store_dir, narr_path
