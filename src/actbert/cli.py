@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "convert-paddle": "convert_paddle",
     "check-parity": "check_parity",
+    "build-visual-vocab": "build_visual_vocab",
     "demo": "demo",
 }
 

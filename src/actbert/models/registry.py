@@ -64,6 +64,8 @@ def preset_path(preset_or_path: str | os.PathLike) -> Path:
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path
     packaged = PRESET_DIR / f"{preset_or_path}.yaml"
+    if not packaged.exists():  # family presets are named videobert-small on the command line, videobert_small.yaml on disk
+        packaged = PRESET_DIR / f"{str(preset_or_path).replace('-', '_')}.yaml"
     if not packaged.exists():
         known = sorted(p.stem for p in packaged.parent.glob("*.yaml"))
         raise ConfigError(f"{preset_or_path}: neither a config file nor a preset (presets: {known})")

@@ -42,6 +42,8 @@ class VideoBertConfig:
     mask_token_id: int = 103
     # the visual vocabulary (`actbert build-visual-vocab` output folder); sizes filled from it
     visual_vocab: str | None = None
+    vocab_depth: int = 4  # d levels of the hierarchical k-means (paper 4.2); `actbert build-visual-vocab` fits it
+    vocab_branching: int = 12  # k clusters per level (paper: 12)
     visual_vocab_size: int = 20736  # k**d (paper: 12**4)
     feature_dim: int = 1024  # width of the clip features the vocabulary quantises (paper: S3D, 1024)
     clip_seconds: float = 1.5

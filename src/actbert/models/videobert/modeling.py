@@ -163,6 +163,7 @@ class VideoBertForPretraining(VideoBertModel):
         return replace(config, vocab_size=int(tokenizer.vocab_size), pad_token_id=int(tokenizer.pad_id),
                        cls_token_id=int(tokenizer.cls_id), sep_token_id=int(tokenizer.sep_id),
                        mask_token_id=int(tokenizer.mask_id), visual_vocab_size=vocab.size,
+                       vocab_depth=vocab.depth, vocab_branching=vocab.branching,
                        feature_dim=vocab.feature_dim, clip_seconds=vocab.clip_seconds)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

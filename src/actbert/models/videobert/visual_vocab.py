@@ -308,7 +308,7 @@ def read_video_tokens(folder: str | os.PathLike, video_id: str, digest: str) -> 
         return None
     try:
         with safe_open(str(path), framework="np") as handle:
-            meta = handle.metadata() or {}
+            meta = json.loads((handle.metadata() or {}).get("videobert_tokens", "{}"))
             if meta.get("digest") != digest or meta.get("video_id") != video_id:
                 return None
             return VideoTokens(handle.get_tensor("clip_times").astype(np.float64), handle.get_tensor("ids").astype(np.int64))
@@ -351,9 +351,174 @@ def tokenize_store(vocab: VisualVocabulary, folder: str | os.PathLike, videos: I
         path = _token_file(folder, video_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_file({"clip_times": torch.from_numpy(tokens.clip_times), "ids": torch.from_numpy(tokens.ids)}, path,
-                         metadata={"digest": digest, "video_id": video_id})
+                         # one metadata key: safetensors does not keep the order of several, and the
+                         # files are meant to be byte-identical across runs
+                         metadata={"videobert_tokens": json.dumps({"digest": digest, "video_id": video_id}, sort_keys=True)})
         written += 1
     return {"written": written, "kept": kept}
+
+
+# ----------------------------------------------------------------------------------------------
+# `actbert build-visual-vocab`: fit on the pretraining split of a pretraining config, tokenise it
+
+
+@dataclass
+class ClipSample:
+    """Fitted clips: features float32 ``[N, D]`` and, per clip, its video and time span."""
+
+    features: np.ndarray
+    video_ids: list[str]
+    clip_times: np.ndarray  # float64 [N, 2]
+
+
+def pretraining_store(cfg: Any, out: Path) -> tuple[Any, list[str], Any]:
+    """The feature store, the split's video ids and the tokenizer of a pretraining config.
+
+    With ``data.random`` the corpus is generated exactly as ``actbert pretrain`` generates it
+    (same spec), into ``data.random_dir`` (default ``OUT/random_data``): pass the same
+    ``data.random_dir`` to ``actbert pretrain`` so it trains on the corpus the vocabulary saw.
+    """
+    from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
+    from actbert.data.store import FeatureStore
+    from actbert.models.registry import resolve_architecture
+    from actbert.text.tokenizer import load_tokenizer
+    from actbert.utils.io import read_json
+
+    d = cfg.data
+    if d.random:
+        r = d.random_corpus
+        family = resolve_architecture(cfg.model.architecture)
+        spec = RandomCorpusSpec(num_videos=r.num_videos, clips_per_video=r.clips_per_video, max_regions=max(1, d.max_regions_per_frame),
+                                steps_per_video=r.steps_per_video, noise=r.noise, seed=r.seed, **family.random_corpus_dims(cfg.model))
+        store_path, _ = write_random_corpus(Path(d.random_dir) if d.random_dir else out / "random_data", spec)
+    else:
+        if not d.store:
+            raise VisualVocabError("config: field 'data.store' is required (or data.random=true)")
+        store_path = Path(d.store)
+    store = FeatureStore(store_path)
+    ids = list(store.video_ids())
+    if d.splits:
+        splits = read_json(d.splits, "splits file")
+        if not isinstance(splits, dict) or d.split not in splits:
+            raise VisualVocabError(f"{d.splits}: field {d.split!r} (data.split) not found")
+        wanted = set(str(v) for v in splits[d.split])
+        ids = [v for v in ids if v in wanted]
+    return store, ids, load_tokenizer(d.tokenizer)
+
+
+def collect_clips(assembler: Any, video_ids: Sequence[str], clip_seconds: float, progress: bool = False) -> ClipSample:
+    """Every 1.5 s clip of ``video_ids`` from the store's per-second features."""
+    from tqdm import tqdm
+
+    feats, owners, times = [], [], []
+    for vid in tqdm(video_ids, desc="clips", unit="video", disable=not progress):
+        seconds = assembler.second_features(vid)  # ClipsError naming the record file when absent
+        clip_times, clip_feats = pool_clips(seconds.times, seconds.features, clip_seconds, f"{assembler.store_name}: video {vid!r}")
+        feats.append(clip_feats)
+        times.append(clip_times)
+        owners += [vid] * len(clip_feats)
+    if not feats:
+        raise VisualVocabError(f"{assembler.store_name}: no videos in the pretraining split")
+    return ClipSample(np.concatenate(feats), owners, np.concatenate(times))
+
+
+def build_visual_vocab(cfg: Any, out: str | os.PathLike, depth: int | None = None, branching: int | None = None,
+                       seed: int | None = None, videos_dir: str | os.PathLike | None = None, tokenize: bool = True,
+                       progress: bool = True) -> dict[str, Any]:
+    """Fit the vocabulary on ``cfg``'s pretraining split, save it to ``out``, tokenise the split.
+
+    ``depth`` / ``branching`` default to the model section's ``vocab_depth`` / ``vocab_branching``.
+    An existing vocabulary in ``out`` fitted with the same settings is reused (so an interrupted
+    run resumes with the tokenisation). With ``videos_dir`` (``<id>.mp4`` files) the picture
+    ``out/visual_words.png`` shows the most used visual words by the frames of their nearest clips.
+    Returns the report also written to ``out/build_report.json``.
+    """
+    import time
+
+    from actbert.data.clips import ClipAssembler
+    from actbert.utils.io import atomic_write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    m = cfg.model
+    depth = int(depth if depth is not None else getattr(m, "vocab_depth", 4))
+    branching = int(branching if branching is not None else getattr(m, "vocab_branching", 12))
+    seed = int(seed if seed is not None else cfg.train.seed)
+    clip_seconds = float(getattr(m, "clip_seconds", CLIP_SECONDS))
+    began = time.perf_counter()
+    store, video_ids, tokenizer = pretraining_store(cfg, out)
+    assembler = ClipAssembler(store, tokenizer)
+    sample = collect_clips(assembler, video_ids, clip_seconds, progress)
+    where = f"{store.root}"
+    vocab = None
+    if (out / VOCAB_JSON).is_file():
+        old = VisualVocabulary.load(out)
+        if (old.depth, old.branching, old.seed, old.clip_seconds) == (depth, branching, seed, clip_seconds) and \
+                old.info.get("clips") == len(sample.features) and old.feature_dim == sample.features.shape[1]:
+            vocab = old
+    fitted = vocab is None
+    if vocab is None:
+        vocab = fit_visual_vocabulary(sample.features, depth, branching, seed, where, clip_seconds,
+                                      info={"store": str(store.root), "split": cfg.data.split if cfg.data.splits else None,
+                                            "videos": len(video_ids), "clips": len(sample.features),
+                                            "features": "store second_features pooled to clip_seconds (overlap-weighted mean)"})
+        vocab.save(out)
+    fit_s = time.perf_counter() - began
+    counts = {"written": 0, "kept": 0}
+    if tokenize:
+        counts = tokenize_store(vocab, out, [(v, (lambda v=v: assembler.second_features(v))) for v in video_ids], progress)
+    ids = vocab.tokenize(sample.features, where)
+    used = np.bincount(ids, minlength=vocab.size)
+    report = {**vocab_summary(vocab), "videos": len(video_ids), "fitted": fitted, "fit_seconds": round(fit_s, 2),
+              "words_used": int((used > 0).sum()), "tokens": counts, "store": str(store.root), "out": str(out)}
+    if videos_dir is not None:
+        report["picture"] = str(visual_words_picture(vocab, sample, ids, Path(videos_dir), out / "visual_words.png"))
+    atomic_write_json(out / "build_report.json", report)
+    return report
+
+
+def visual_words_picture(vocab: VisualVocabulary, sample: ClipSample, ids: np.ndarray, videos_dir: Path, path: Path,
+                         words: int = 10, per_word: int = 6) -> Path:
+    """The ``words`` most used visual words, each shown by the centre frames of its ``per_word``
+    clips nearest to its centroid (the paper's way of judging a visual vocabulary, Fig. 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from actbert.utils.plotting import save_png
+    from actbert.video.decode import frames_at_fps
+
+    used = np.bincount(ids, minlength=vocab.size)
+    top = [int(w) for w in np.argsort(-used, kind="stable")[:words] if used[w] > 0]
+    leaves = vocab.leaf_centroids()
+    frames_of: dict[str, Any] = {}
+    fig, axes = plt.subplots(len(top), per_word, figsize=(1.6 * per_word, 1.3 * len(top)), squeeze=False)
+    for r, word in enumerate(top):
+        members = np.nonzero(ids == word)[0]
+        dist = ((sample.features[members] - leaves[word]) ** 2).sum(1)
+        nearest = members[np.argsort(dist, kind="stable")[:per_word]]
+        for c in range(per_word):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c >= len(nearest):
+                continue
+            j = int(nearest[c])
+            vid = sample.video_ids[j]
+            if vid not in frames_of:
+                video = videos_dir / f"{vid}.mp4"
+                frames_of[vid] = frames_at_fps(video, 1.0) if video.is_file() else None
+            decoded = frames_of[vid]
+            if decoded is None:
+                continue
+            centre = float(sample.clip_times[j].mean())
+            f = int(np.argmin(np.abs(decoded.times + 0.5 - centre)))
+            ax.imshow(decoded.frames[f])
+            ax.set_title(f"{vid} {centre:.0f}s", fontsize=6)
+        axes[r, 0].text(-0.1, 0.5, f"v{word}\n({int(used[word])})", transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
+    fig.suptitle(f"visual words (d={vocab.depth}, k={vocab.branching}): the {per_word} clips nearest each centroid", fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path, dpi=110)
 
 
 def vocab_summary(vocab: VisualVocabulary) -> dict[str, Any]:
@@ -371,7 +536,10 @@ __all__ = [
     "CLIP_SECONDS",
     "VOCAB_JSON",
     "VOCAB_WEIGHTS",
+    "ClipSample",
     "VideoTokens",
+    "build_visual_vocab",
+    "collect_clips",
     "VisualVocabError",
     "VisualVocabulary",
     "fit_visual_vocabulary",
