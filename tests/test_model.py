@@ -81,8 +81,8 @@ def test_shapes(model):
     assert out.match_logits.shape == (b,)
     assert set(out.losses) == {"mlm", "action", "region", "match"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.losses.values())
-    torch.testing.assert_close(out.loss, sum(out.losses.values()))
-    torch.testing.assert_close(model.match_score(batch), out.match_logits)
+    # the values of the four losses, their weighted total and the matching logit are checked against a
+    # hand computation in tests/test_paper_losses.py
     assert model.mlm_head.decoder.weight is model.actbert.text_embeddings.word_embeddings.weight
 
 
