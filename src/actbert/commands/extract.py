@@ -1,10 +1,11 @@
-"""``actbert extract``: videos + narrations -> feature store (action and region features)."""
+"""``actbert extract``: videos + narrations -> feature store (action, region and per-second features)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "extract action features (3D CNN) and region features (detector or given boxes) into a feature store"
+HELP = ("extract action features (3D CNN, per clip and per second) and region features (detector or given boxes) "
+        "into a feature store; on an existing store, fills the per-second features its records lack")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of features")
     parser.add_argument("--shard", default="0/1", help="i/n: this worker's share of the sorted video ids")
     parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
+    seconds = parser.add_mutually_exclusive_group()
+    seconds.add_argument("--no-second-features", action="store_true",
+                         help="store no per-second features (a store without them; refused by a store that has them)")
+    seconds.add_argument("--second-features-only", action="store_true",
+                         help="only fill the per-second features of the records already in --store (no new videos; "
+                         "region options not needed)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         detector_weights=args.detector_weights, detector_random_init=args.detector_random_init,
         detector_min_size=args.detector_min_size, score_threshold=args.score_threshold, max_regions=args.max_regions,
         dtype=args.dtype, shard=args.shard, device=args.device,
+        second_features=not args.no_second_features, fill_only=args.second_features_only,
     )
     print(report.summary())
     if report.failures_path is not None and (report.failed or report.narration_problems):

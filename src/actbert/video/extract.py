@@ -6,13 +6,31 @@ Per video::
     narration segments (clips)            -> clip_windows(centre of each clip) -> action encoder
                                                                                -> action_features [C, Da]
     narration text of each clip           -> VerbMiner -> ActionVocabulary.targets -> action_targets [C, V]
+    every second k: clip_windows(k + 0.5)  -> action encoder -> second_features [S, Da], second_times [S]
     FeatureStoreWriter.write(video_id, VideoFeatures)   (atomic, one file per video)
+
+Per-second features. The same action encoder on one window (its own clip length, e.g. 32 frames at
+8 FPS) centred at each second's middle ``k + 0.5``, for k = 0 .. ceil(duration) - 1: one per 1 FPS
+region frame, second k being ``[k, k + 1)``. Windows near either end are shifted inside the video
+like every clip window (``decode.window_times``). They are decoded ``SECONDS_PER_DECODE`` at a time
+and fed to the encoder in its batches.
 
 Batch behaviour. Video ids (file stems) are sorted and split round-robin into ``n`` shards
 (``--shard i/n``), so independent workers cover every video exactly once. Videos already in the
 store are skipped, so an interrupted run is resumed by running it again. A video that fails
 (undecodable file, bad boxes, NaN features, ...) is caught, listed in ``STORE/failures.json``
-({video_id, file, stage, error}) and the batch goes on; records already written are never touched.
+({video_id, file, stage, error}) and the batch goes on; records already written are never touched,
+except to add missing per-second features.
+
+Filling an existing store. A store written without per-second features (a version-1 store, or one
+extracted with ``second_features=False``) gets them on the next run: its schema is marked
+(:func:`~actbert.data.store.enable_second_features`, only when everything else matches), then each
+of this shard's records lacking them is filled -- the video decoded again for the windows only,
+regions and per-clip features not recomputed, the record rewritten atomically with every other array
+byte for byte (``FeatureStoreWriter.add_second_features``). A killed fill is resumed by running it
+again (filled records are skipped); a video that fails keeps its record, is listed with stage
+"second_features" and the batch goes on. ``fill_only=True`` does just this (no new videos, so no
+region extractor is needed).
 ``failures.json`` is updated under a file lock (workers share it) and a video that succeeds on a
 rerun is removed from it.
 
@@ -33,10 +51,17 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from actbert.data.store import FeatureStoreWriter, StoreSchema, VideoFeatures
+from actbert.data.store import (
+    FeatureStore,
+    FeatureStoreWriter,
+    StoreSchema,
+    StoreSchemaError,
+    VideoFeatures,
+    enable_second_features,
+)
 from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_json, read_json
-from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps
+from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps, probe, sample_times
 from actbert.video.regions import FrameRegions, stack_frames
 
 __all__ = [
@@ -47,12 +72,17 @@ __all__ = [
     "list_videos",
     "ExtractReport",
     "extract_videos",
+    "second_centres",
+    "per_second_features",
     "extract_features",
     "update_failures",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 CLIPS_PER_DECODE = 32  # clip windows decoded per pass (bounds memory: 32 x T x S x S x 3 bytes)
+# per-second windows decoded per pass: each pass decodes the file from its start up to the pass's
+# last window, so fewer, larger passes decode less (64 x 32 x 112 x 112 x 3 bytes = 77 MB at most)
+SECONDS_PER_DECODE = 64
 
 
 class ShardError(ActBertError):
@@ -117,18 +147,29 @@ def _locked(lock_path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def update_failures(store_root: str | os.PathLike, failed: Sequence[Mapping[str, Any]], succeeded: Iterable[str]) -> Path:
+def update_failures(
+    store_root: str | os.PathLike,
+    failed: Sequence[Mapping[str, Any]],
+    succeeded: Iterable[str],
+    resolved: Iterable[tuple[str, str]] = (),
+) -> Path:
     """Merge this run's failures into ``STORE/failures.json``; drop entries of videos that now succeeded.
 
-    The file is a JSON list of {video_id, file, stage, error}, sorted by video id then stage.
+    ``resolved``: (video_id, stage) pairs whose entry alone is dropped (a filled record keeps its
+    other entries, e.g. a narration warning). The file is a JSON list of {video_id, file, stage,
+    error}, sorted by video id then stage.
     """
     root = Path(store_root)
     path = root / "failures.json"
     succeeded = set(succeeded)
+    resolved = set(resolved)
     with _locked(root / ".failures.lock"):
         existing = read_json(path, "failures report") if path.exists() else []
         new_keys = {(f["video_id"], f.get("stage")) for f in failed}
-        kept = [f for f in existing if f["video_id"] not in succeeded and (f["video_id"], f.get("stage")) not in new_keys]
+        kept = [
+            f for f in existing
+            if f["video_id"] not in succeeded and (f["video_id"], f.get("stage")) not in new_keys | resolved
+        ]
         # a video that succeeded may still carry a narration warning from this run
         merged = sorted([*kept, *failed], key=lambda f: (f["video_id"], str(f.get("stage"))))
         atomic_write_json(path, merged)
@@ -147,13 +188,15 @@ class ExtractReport:
     without_clips: list[str]  # stored with C = 0
     narration_problems: list[dict]  # {video_id, file, stage: "narrations", error}: stored, clips skipped
     failures_path: Path | None
+    filled: list[str] = dataclasses.field(default_factory=list)  # records given their per-second features
+    # failed also holds {stage: "second_features"} entries: the record is kept without them
 
     def summary(self) -> str:
         i, n = self.shard
         return (
             f"shard {i}/{n}: {self.assigned} videos, {len(self.written)} written, {len(self.skipped)} already done, "
             f"{len(self.failed)} failed, {len(self.without_clips)} stored without clips, "
-            f"{len(self.narration_problems)} narration problems"
+            f"{len(self.narration_problems)} narration problems, {len(self.filled)} filled with per-second features"
         )
 
 
@@ -174,6 +217,25 @@ def _narration_clips(narrations_path: Path | None, video_ids: Sequence[str]):
     return by_video, problems
 
 
+def second_centres(duration: float) -> np.ndarray:
+    """Centres of the per-second windows of a video: ``k + 0.5`` for each 1 FPS frame k. float64 [S]."""
+    return sample_times(duration, 1.0) + 0.5
+
+
+def per_second_features(path: str | os.PathLike, action_encoder: ActionEncoderLike) -> tuple[np.ndarray, np.ndarray]:
+    """(second_times float64 [S], second_features float32 [S, Da]) of one video (module docstring).
+
+    Raises ``VideoDecodeError`` for a file that cannot be decoded.
+    """
+    times = second_centres(probe(path).duration)
+    values = np.zeros((len(times), action_encoder.feature_dim), np.float32)
+    for i in range(0, len(times), SECONDS_PER_DECODE):
+        windows = clip_windows(path, times[i : i + SECONDS_PER_DECODE], num_frames=action_encoder.num_frames,
+                               fps=action_encoder.fps, size=action_encoder.clip_size)
+        values[i : i + len(windows)] = action_encoder.features(windows)
+    return times, values
+
+
 def extract_video(
     video_id: str,
     path: Path,
@@ -184,8 +246,12 @@ def extract_video(
     regions: RegionExtractorLike,
     max_regions: int,
     region_fps: float = 1.0,
+    seconds: bool = True,
 ) -> VideoFeatures:
-    """All features of one video (clips: objects with ``start``, ``end``; clip_verbs aligned with clips)."""
+    """All features of one video (clips: objects with ``start``, ``end``; clip_verbs aligned with clips).
+
+    seconds: also the per-second features (``per_second_features``).
+    """
     decoded = frames_at_fps(path, fps=region_fps)
     frame_regions = regions(video_id, decoded)
     region_arrays = stack_frames(frame_regions, max_regions, regions.feature_dim, len(regions.class_names))
@@ -195,13 +261,42 @@ def extract_video(
         windows = clip_windows(path, centers[i : i + CLIPS_PER_DECODE], num_frames=action_encoder.num_frames,
                                fps=action_encoder.fps, size=action_encoder.clip_size)
         action_features[i : i + len(windows)] = action_encoder.features(windows)
+    second_times, second_values = per_second_features(path, action_encoder) if seconds else (None, None)
     return VideoFeatures(
         clip_times=np.array([[c.start, c.end] for c in clips], np.float64).reshape(-1, 2),
         action_features=action_features,
         action_targets=vocab.targets_many(list(clip_verbs)).reshape(len(clips), len(vocab)),
         frame_times=decoded.times,
         **region_arrays,
+        second_times=second_times,
+        second_features=second_values,
     )
+
+
+def _open_writer(store_root: Path, schema: StoreSchema) -> FeatureStoreWriter:
+    """The store's writer; a store that lacks only the per-second features is first marked for them."""
+    path = store_root / "schema.json"
+    if schema.second_features and path.exists():
+        on_disk = StoreSchema.from_json(read_json(path, "feature-store schema"), source=str(path))
+        if not on_disk.second_features and on_disk.differences(schema) == ["second_features"]:
+            enable_second_features(store_root)
+    return FeatureStoreWriter(store_root, schema)
+
+
+def _fill_writer(store_root: Path, action_encoder: ActionEncoderLike) -> FeatureStoreWriter:
+    """Writer of an existing store for a fill only (no region extractor): the encoder must fit the store."""
+    store = FeatureStore(store_root)  # StoreSchemaError when it is not a store
+    schema, path = store.schema, store_root / "schema.json"
+    if schema.action_dim != int(action_encoder.feature_dim):
+        raise StoreSchemaError(
+            f"{path}: field 'action_dim' is {schema.action_dim}, the action encoder gives {action_encoder.feature_dim} "
+            "(per-second features must come from the encoder of the per-clip ones)"
+        )
+    vocab = getattr(action_encoder, "vocab", None)
+    if vocab is not None and list(vocab.verbs) != list(schema.action_vocab):
+        raise StoreSchemaError(f"{path}: field 'action_vocab' differs from the action encoder's verbs (another encoder?)")
+    enable_second_features(store_root)
+    return FeatureStoreWriter(store_root, FeatureStore(store_root).schema)
 
 
 def extract_videos(
@@ -209,7 +304,7 @@ def extract_videos(
     store_root: str | os.PathLike,
     action_encoder: ActionEncoderLike,
     vocab,
-    regions: RegionExtractorLike,
+    regions: RegionExtractorLike | None,
     narrations_path: str | os.PathLike | None = None,
     verb_miner=None,
     shard: tuple[int, int] = (0, 1),
@@ -218,31 +313,48 @@ def extract_videos(
     video_ids: Sequence[str] | None = None,
     progress: bool = True,
     on_video: Callable[[str, str], None] | None = None,
+    second_features: bool = True,
+    fill_only: bool = False,
 ) -> ExtractReport:
     """Extract this shard's videos into the store; see the module docstring for batch behaviour.
 
     vocab: ``ActionVocabulary`` (action targets); verb_miner: ``VerbMiner`` (None: built on demand).
-    video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook.
+    video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook
+    (status "written", "filled" or "failed").
+    second_features: compute the per-second features for new videos and fill them into records
+    that lack them (False: a store without them, as before they existed; refused by a store that has them).
+    fill_only: only fill the per-second features of records already in the store (regions, vocab,
+    narrations, dtype and max_regions unused; regions may be None).
     """
     from tqdm import tqdm
 
     store_root = Path(store_root)
-    schema = StoreSchema(
-        action_dim=int(action_encoder.feature_dim),
-        region_dim=int(regions.feature_dim),
-        num_region_classes=len(regions.class_names),
-        num_actions=len(vocab),
-        region_classes=list(regions.class_names),
-        action_vocab=list(vocab.verbs),
-        max_regions=max_regions,
-        dtype=dtype,
-    )
-    writer = FeatureStoreWriter(store_root, schema)
+    if fill_only:
+        writer = _fill_writer(store_root, action_encoder)
+    else:
+        if regions is None:
+            raise ActBertError("extract: a region extractor is needed to extract new videos (or fill_only=True)")
+        schema = StoreSchema(
+            action_dim=int(action_encoder.feature_dim),
+            region_dim=int(regions.feature_dim),
+            num_region_classes=len(regions.class_names),
+            num_actions=len(vocab),
+            region_classes=list(regions.class_names),
+            action_vocab=list(vocab.verbs),
+            max_regions=max_regions,
+            dtype=dtype,
+            second_features=bool(second_features),
+        )
+        writer = _open_writer(store_root, schema)
+    with_seconds = writer.schema.second_features
     videos = list_videos(videos_dir)
     ids = list(videos) if video_ids is None else [v for v in video_ids if v in videos]
     mine = shard_ids(ids, *shard)
-    todo = [v for v in mine if not writer.has(v)]
-    skipped = [v for v in mine if v not in set(todo)]
+    todo = [] if fill_only else [v for v in mine if not writer.has(v)]
+    stored = [v for v in mine if writer.has(v)]
+    reader = FeatureStore(store_root)
+    to_fill = [v for v in stored if with_seconds and not reader.record_has_second_features(v)]
+    skipped = [v for v in stored if v not in set(to_fill)]
     clips_by_video, narration_problems = _narration_clips(Path(narrations_path) if narrations_path else None, todo)
 
     # mine verbs of all clips of this shard at once (spaCy batches well)
@@ -254,15 +366,15 @@ def extract_videos(
     all_verbs = verb_miner.verbs_many([c.text for c in all_clips]) if all_clips else []
     verbs_of = {(c.video_id, c.index): verbs for c, verbs in zip(all_clips, all_verbs)}
 
-    written, failed, without_clips = [], [], []
-    bar = tqdm(todo, desc=f"extract shard {shard[0]}/{shard[1]}", unit="video", disable=not progress, file=sys.stderr)
+    written, failed, without_clips, filled = [], [], [], []
+    bar = tqdm(todo, desc=f"extract shard {shard[0]}/{shard[1]}", unit="video", disable=not progress or not todo, file=sys.stderr)
     for video_id in bar:
         path = videos[video_id]
         clips = clips_by_video.get(video_id, [])
         try:
             features = extract_video(
                 video_id, path, clips, [verbs_of[(c.video_id, c.index)] for c in clips],
-                action_encoder, vocab, regions, max_regions,
+                action_encoder, vocab, regions, max_regions, seconds=with_seconds,
             )
             writer.write(video_id, features)
         except (ValueError, OSError, RuntimeError) as exc:
@@ -276,9 +388,29 @@ def extract_videos(
             without_clips.append(video_id)
         if on_video:
             on_video(video_id, "written")
+
+    bar = tqdm(to_fill, desc=f"per-second features shard {shard[0]}/{shard[1]}", unit="video",
+               disable=not progress or not to_fill, file=sys.stderr)
+    for video_id in bar:
+        path = videos[video_id]
+        try:
+            times, values = per_second_features(path, action_encoder)
+            writer.add_second_features(video_id, times, values)
+        except (ValueError, OSError, RuntimeError) as exc:
+            failed.append({"video_id": video_id, "file": str(path), "stage": "second_features",
+                           "error": f"{type(exc).__name__}: {exc}"})
+            if on_video:
+                on_video(video_id, "failed")
+            continue
+        filled.append(video_id)
+        if on_video:
+            on_video(video_id, "filled")
+
     reported = failed + narration_problems
-    failures_path = update_failures(store_root, reported, written) if (reported or written) else None
-    return ExtractReport(shard, len(mine), written, skipped, failed, without_clips, narration_problems, failures_path)
+    failures_path = None
+    if reported or written or filled:
+        failures_path = update_failures(store_root, reported, written, resolved=[(v, "second_features") for v in filled])
+    return ExtractReport(shard, len(mine), written, skipped, failed, without_clips, narration_problems, failures_path, filled)
 
 
 def extract_features(
@@ -298,6 +430,8 @@ def extract_features(
     dtype: str = "float32",
     shard: str | tuple[int, int] = (0, 1),
     device: str = "cpu",
+    second_features: bool = True,
+    fill_only: bool = False,
 ) -> ExtractReport:
     """Load the networks and extract a folder of videos into the store at ``store``.
 
@@ -306,6 +440,9 @@ def extract_features(
     ``train_action_encoder``. ``regions``: ``"given"`` (boxes of ``objects`` described by the
     ``object_classifier`` file) or ``"detector"`` (Faster R-CNN from ``detector_weights``, never
     downloaded). ``shard``: ``"i/n"`` or ``(i, n)``, this worker's share of the sorted video ids.
+    ``second_features``: per-second features for new videos and for records lacking them (module
+    docstring); ``fill_only``: only fill those of the records already in the store (no region
+    extractor is loaded, so the region options are not needed).
     """
     from actbert.video.action_encoder import load_action_encoder
 
@@ -319,6 +456,8 @@ def extract_features(
     shard = parse_shard(shard) if isinstance(shard, str) else shard
 
     encoder = load_action_encoder(action_encoder, device=device)
+    if fill_only:
+        return extract_videos(videos, store, encoder, encoder.vocab, None, shard=shard, fill_only=True)
     if regions == "given":
         from actbert.video.object_classifier import load_object_classifier
         from actbert.video.regions import GivenBoxRegions
@@ -341,4 +480,4 @@ def extract_features(
     else:
         raise ActBertError(f"extract: field 'regions' is {regions!r}; choose 'given' or 'detector'")
     return extract_videos(videos, store, encoder, encoder.vocab, extractor, narrations_path=narrations,
-                          shard=shard, dtype=dtype, max_regions=max_regions)
+                          shard=shard, dtype=dtype, max_regions=max_regions, second_features=second_features)
