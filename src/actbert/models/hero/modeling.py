@@ -22,6 +22,8 @@ logging below). Capabilities for the downstream tasks are in :mod:`actbert.model
 from __future__ import annotations
 
 import math
+
+import numpy as np
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,10 @@ from actbert.models.hero.pretraining import (
     mfm_nce_loss,
     video_level_loss,
 )
-from actbert.models.interface import PretrainingOutput, VideoTextModel
+from actbert.models.hero.processing import HeroProcessor, _rows_to_arrays
+from actbert.models.interface import PretrainingOutput, VideoTextModel, device_of
+
+PAIR_LOGIT_SCALE = 10.0  # pair_loss: the cosine score x 10 as a logit (HERO's VR score is a cosine)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,6 +178,7 @@ class HeroForPretraining(VideoTextModel):
     """HERO with MLM, MFM-NCE, MFFR, FOM and VSM (module docstring)."""
 
     config_class = HeroConfig
+    processor_class = HeroProcessor
 
     def __init__(self, config: HeroConfig):
         super().__init__()
@@ -187,8 +193,6 @@ class HeroForPretraining(VideoTextModel):
         self.apply(self._init_weights)
         self.vsm_calls = 0  # training VSM batches seen by this process (hard negatives start after hard_negative_start_step)
         self._last_losses: dict[str, torch.Tensor] = {}
-
-    # processor_class is set in processing.py (import order)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Upstream ``init_weights``: normal(initializer_range) for Linear / Embedding, zero bias, LN = 1/0;
@@ -358,6 +362,76 @@ class HeroForPretraining(VideoTextModel):
         return HeroPretrainingOutput(loss=loss, losses=losses, task=batch.task, head=head)
 
     # ---- interface
+
+    @classmethod
+    def fill_config_from_data(cls, config: HeroConfig, schema: Any, tokenizer: Any) -> HeroConfig:
+        """Frame width from the store (``action_dim``, + ``region_dim`` for "action+region"),
+        vocabulary and special ids from the tokenizer. A store without per-second features is an error."""
+        from dataclasses import replace
+
+        if not getattr(schema, "second_features", False):
+            raise HeroBatchError(
+                "feature store schema.json: field 'second_features' is false -- HERO reads one feature per second; "
+                "run `actbert extract` on the store to fill them"
+            )
+        dv = int(schema.action_dim) + (int(schema.region_dim) if config.frame_features == "action+region" else 0)
+        return replace(config, vfeat_dim=dv, vocab_size=int(tokenizer.vocab_size), pad_token_id=int(tokenizer.pad_id),
+                       cls_token_id=int(tokenizer.cls_id), sep_token_id=int(tokenizer.sep_id), mask_token_id=int(tokenizer.mask_id))
+
+    # capabilities (models/interface.py); batches come from HeroProcessor.batch
+
+    def pair_scores(self, batch: HeroBatch) -> torch.Tensor:
+        """``[B]``: HERO's VR / VSM video-level score of row b's text and row b's video: the max over
+        the video's frames of cos(query, Temporal output)."""
+        enc = self.encode(batch)
+        query = self.encode_query(batch.query_input_ids, batch.query_pos_ids, batch.query_attn_masks)
+        scores = self.video_scores(query, enc.temporal_output, batch.c_attn_masks)
+        return scores[torch.arange(len(query), device=scores.device), batch.q_vidx.long()]
+
+    def pair_loss(self, batch: HeroBatch, labels: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(PAIR_LOGIT_SCALE * self.pair_scores(batch).float(), labels.float().to(device_of(self)))
+
+    def masked_token_logits(self, batch: HeroBatch, positions: torch.Tensor) -> torch.Tensor:
+        """``[N, vocab]`` at the marked query positions: the text ``[CLS] + tokens`` and the video's frames
+        (at most ``max_frm_seq_len``, evenly picked) in one Cross-modal row, then the MLM head."""
+        device = device_of(self)
+        rows = []
+        valid = batch.c_attn_masks.bool().cpu()
+        feats = batch.c_v_feats.detach().cpu().numpy()
+        ids = batch.query_input_ids.cpu()
+        lengths = batch.query_attn_masks.sum(1).cpu()
+        for b in range(len(ids)):
+            n = int(valid[b].sum())
+            pick = np.unique(np.linspace(0, n - 1, min(n, self.config.max_frm_seq_len)).round().astype(int)) if n else np.zeros(0, int)
+            rows.append((ids[b, : int(lengths[b])].tolist(), feats[b, pick], None))
+        a = _rows_to_arrays(rows, self.config.pad_token_id, feats.shape[-1])
+        t = {k: torch.from_numpy(v).to(device) for k, v in a.items()}
+        cross = self.v_encoder.f_encoder(t["f_sub_input_ids"], t["f_sub_pos_ids"], t["f_attn_masks"], t["f_v_feats"],
+                                         t["f_v_pos_ids"], t["f_gather_index"])
+        # query position j of row b sits after the row's frames in the compact layout
+        nv = torch.from_numpy(np.maximum([len(r[1]) for r in rows], 1)).to(device)
+        b_idx, j_idx = positions.to(device).nonzero(as_tuple=True)
+        return self.v_encoder.f_encoder.lm_head(cross[b_idx, nv[b_idx] + j_idx])
+
+    @property
+    def unit_state_dim(self) -> int:
+        return self.config.hidden_size
+
+    def unit_states(self, batch: HeroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Temporal output ``[B, Nv, D]``, valid ``[B, Nv]``): one state per second of the item."""
+        return self.encode(batch).temporal_output, batch.c_attn_masks.bool()
+
+    @property
+    def caption_memory_dim(self) -> int:
+        return self.config.hidden_size
+
+    def caption_memory(self, batch: HeroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a caption decoder attends to: the Temporal output and its mask (as HERO-TVC decodes from it)."""
+        return self.encode(batch).temporal_output, batch.c_attn_masks.bool()
+
+    def word_embeddings(self) -> torch.Tensor:
+        """``[vocab, D]``: the Cross-modal Transformer's word table (a caption decoder may start from it)."""
+        return self.v_encoder.f_encoder.embeddings.word_embeddings.weight
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``text``: the Cross-modal Transformer's text embeddings; ``cross``: its layers; ``temporal``:
