@@ -108,3 +108,48 @@ def test_check_parity_command_on_the_fixture():
                             timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hero" in result.stdout
+
+
+def test_comparisons_work_on_another_folder_of_the_layout(tmp_path):
+    """Another size (layer and head counts) in the fixture layout: the folder's own config drives the model.
+
+    The references here are our own model's numbers (no upstream run at this size exists), so this
+    checks that nothing of hero_small's size is built in, and that a wrong reference is caught.
+    """
+    import json
+    import shutil
+
+    from actbert.models.hero.parity import _run_outputs
+
+    config = json.loads((FIXTURE / "model_config.json").read_text())
+    config["f_config"].update(num_hidden_layers=1, num_attention_heads=2)
+    config["c_config"].update(num_hidden_layers=3, num_attention_heads=4)
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "model_config.json").write_text(json.dumps(config))
+    for name in ("config.json", "inputs.npz"):
+        shutil.copy(FIXTURE / name, folder / name)
+    from actbert.models.hero.configuration import config_from_upstream
+    from actbert.models.hero.modeling import HeroForPretraining
+
+    torch.manual_seed(1)
+    ours = fixture_model(FIXTURE).config
+    other = HeroForPretraining(config_from_upstream(folder / "model_config.json", vfeat_dim=24, max_frm_seq_len=ours.max_frm_seq_len,
+                                                       max_clip_len=ours.max_clip_len, pad_token_id=1, cls_token_id=0, sep_token_id=2,
+                                                       mask_token_id=499, hidden_dropout=0.0, attention_dropout=0.0))
+    state = {k: v.detach().numpy() for k, v in other.state_dict().items()}
+    state["v_encoder.pad"] = np.zeros((8, 48), np.float32)
+    np.savez(folder / "weights.npz", **state)
+    model = fixture_model(folder)
+    assert len(model.v_encoder.f_encoder.encoder.layer) == 1 and len(model.v_encoder.c_encoder.encoder.layer) == 3
+    outputs, _ = _run_outputs(model, fixture_batches(folder))
+    np.savez(folder / "outputs.npz", **{k: outputs[k] for k in ("repr.temporal_output", "vsm.st_prob")})
+    (folder / "loss.json").write_text(json.dumps({}))
+    rows = list(fixture_comparisons(folder))
+    assert {n for n, *_ in rows} == {"repr.temporal_output", "vsm.st_prob"}
+    assert all(difference(k, o, r) == 0.0 for _, k, o, r in rows)
+    bad = dict(outputs)
+    bad["repr.temporal_output"] = bad["repr.temporal_output"] + 1e-3
+    np.savez(folder / "outputs.npz", **{k: bad[k] for k in ("repr.temporal_output", "vsm.st_prob")})
+    worst = max(difference(k, o, r) for _, k, o, r in fixture_comparisons(folder))
+    assert worst >= 1e-3 - 1e-7
