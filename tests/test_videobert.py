@@ -267,3 +267,64 @@ def test_bad_inputs_name_file_and_field(world, tmp_path):
     source = replace(_source(world), store=FeatureStore(tmp_path / "plain"))
     with pytest.raises(VideoBertDataError, match=r"none of the 1 videos is usable.*second_features"):
         VideoBertPretrainDataset(source)
+
+
+def test_zero_shot_template_scoring_on_a_constructed_case(world):
+    """The verb comes from the first [MASK] of "now let me show you how to [MASK] the [MASK]", the object
+    from the second; top-k hits count a label's words; specials never win."""
+    from actbert.models.videobert import zero_shot
+
+    tok = world.tok
+    cut, pour, tomato, bowl = (tok.encode(w)[0] for w in ("cut", "pour", "tomato", "bowl"))
+    proc = VideoBertProcessor(world.assembler, world.config)
+
+    class Stub(torch.nn.Module):
+        config = world.config
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
+
+        def masked_token_logits(self, batch, positions):
+            self.seen.append((batch, positions))
+            n = int(positions.sum())
+            logits = torch.zeros(n, world.config.vocab_size)
+            logits[:, world.config.mask_token_id] = 100.0  # a special: must be excluded
+            logits[0::2, cut], logits[0::2, pour] = 3.0, 2.0  # first slot of each row: verbs
+            logits[1::2, bowl], logits[1::2, tomato] = 3.0, 2.0  # second slot: objects
+            return logits
+
+    stub = Stub()
+    clips = [zero_shot.LabelledClip("v0", 0.0, 6.0, "cut", "tomato"), zero_shot.LabelledClip("v1", 3.0, 9.0, "pour", "bowl")]
+    verbs, objs = zero_shot.template_logits(stub, proc, clips)
+    batch, positions = stub.seen[0]
+    row = batch.input_ids[0].tolist()
+    template = tok.encode(world.config.zero_shot_template)
+    assert row[1 : 1 + len(template)] == template and row[1 + len(template)] == world.config.next_token_id
+    assert positions[0].nonzero().flatten().tolist() == [1 + template.index(103), 1 + len(template) - 1]
+    assert verbs.argmax(-1).tolist() == [cut, cut] and objs.argmax(-1).tolist() == [bowl, bowl]
+    # top-1: clip 0's verb cut is a hit, clip 1's pour is not; top-5 both; objects the other way round
+    assert zero_shot.topk_hits(verbs, [{cut}, {pour}], 1).tolist() == [True, False]
+    assert zero_shot.topk_hits(verbs, [{cut}, {pour}], 5).tolist() == [True, True]
+    assert zero_shot.topk_hits(objs, [{tomato}, {bowl}], 1).tolist() == [False, True]
+    # the language prior has no video: [CLS] template [SEP]
+    zero_shot.template_logits(stub, proc, clips, with_video=False)
+    prior = stub.seen[-1][0].input_ids[0].tolist()
+    assert prior == [world.config.cls_token_id] + template + [world.config.sep_token_id]
+
+
+def test_zero_shot_label_words_and_supervised_baseline():
+    from actbert.models.videobert import zero_shot
+
+    meta = {"actions": ["cut", "pick"], "objects": ["tomato"],
+            "vocabulary": {"narration": {"verbs": {"cut": ["slice"], "pick": ["pick up"]}, "objects": {"tomato": ["red tomato"]}},
+                           "caption": {"verbs": {"cut": ["chop"], "pick": ["lift"]}, "objects": {"tomato": ["tomatoes"]}}}}
+    verbs, objects = zero_shot.label_words(meta, "meta.json")
+    assert verbs == {"cut": {"cut", "slice", "chop"}, "pick": {"pick", "lift"}} and objects == {"tomato": {"tomato", "tomatoes"}}
+    # separable features: a linear classifier gets them all; top-5 of 2 classes is always right
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (10, 3)), rng.normal(5, 0.1, (10, 3))])
+    y = ["a"] * 10 + ["b"] * 10
+    assert zero_shot.supervised_topk(x, y, x[[0, 15]], ["a", "b"]) == {"top1": 100.0, "top5": 100.0}
+    assert zero_shot.supervised_topk(x, y, x[[0]], ["b"])["top1"] == 0.0
