@@ -37,7 +37,9 @@ def random_corpus(tmp_path_factory):
 @pytest.fixture(scope="module")
 def corpus(random_corpus, tokenizer):
     store_dir, narrations = random_corpus
-    return Corpus(FeatureStore(store_dir), narrations, tokenizer)
+    # the layout tests below use one frame per clip (the centre frame); every frame of a clip, the
+    # default: tests/test_regions_per_clip.py
+    return Corpus(FeatureStore(store_dir), narrations, tokenizer, region_frames="nearest")
 
 
 def test_corpus_aligns_each_clip_with_its_narration(corpus, random_corpus, tokenizer):

@@ -8,10 +8,18 @@ for every 1 FPS frame. This module joins them with the narration text:
   the segment nearest to the clip centre when it overlaps the clip), in time order, tokenised with the
   ActBERT tokenizer (word pieces only, no specials). When the store's clips *are* the narration
   segments -- the normal case -- this is exactly one segment per clip.
-* **regions of a clip** -- the regions of the ``frames_per_clip`` 1 FPS frames nearest to the clip
-  centre (default 1: the single frame nearest the centre), in time order, each frame keeping at most
-  ``max_regions_per_frame`` regions (the store keeps a frame's regions in detector order, so the
-  first ones are the most confident).
+* **regions of a clip** -- the regions of the clip's 1 FPS frames, in time order, each frame keeping at
+  most ``max_regions_per_frame`` regions (the store keeps a frame's regions in detector order, so the
+  first ones are the most confident). ``region_frames`` says which frames:
+
+  - ``"all"`` (the default, the paper's setting: regions are extracted at 1 FPS over the clip): every
+    frame whose time lies in ``[start, end)`` of the clip (none: the frame nearest the clip centre).
+  - ``"nearest"``: the ``frames_per_clip`` frames nearest to the clip centre (``frames_per_clip=1``:
+    the single centre frame, the default before; 1 in 4-7 of a HowTo100M clip's frames).
+
+  ``max_regions_per_clip`` (0 = no cap) caps a clip's regions: when its frames hold more region slots
+  than the cap, ``ceil(cap / max_regions_per_frame)`` frames spread evenly over the clip are kept
+  (first, last and evenly between) and regions past the cap are dropped.
 
 Bad input raises :class:`CorpusError` (a ``ValueError``) naming the store / narration file and the
 video id; :meth:`Corpus.check` lets a batch job skip such videos and report them instead.
@@ -52,7 +60,8 @@ class Narration:
 class VideoClips:
     """Everything the sample builder needs from one video, aligned per clip.
 
-    ``C`` clips, ``P = frames_per_clip * max_regions_per_frame`` region slots per clip.
+    ``C`` clips, ``P`` region slots per clip (:attr:`Corpus.regions_per_clip`, or the longest clip of
+    this video when every frame of a clip is used without a cap).
     """
 
     video_id: str
@@ -64,7 +73,9 @@ class VideoClips:
     region_locations: np.ndarray  # float32 [C, P, 5]
     region_class_probs: np.ndarray  # float32 [C, P, K]
     region_valid: np.ndarray  # bool [C, P] True = a real region
-    region_frame: np.ndarray  # int64 [C, P] frame slot (0..frames_per_clip-1) of each region
+    region_frame: np.ndarray  # int64 [C, P] frame slot (0..frame_slots[c]-1) of each region
+    # int64 [C] frames each clip's regions were taken from (None: frames_per_clip, the same for every clip)
+    frame_slots: np.ndarray | None = None
 
     @property
     def num_clips(self) -> int:
@@ -127,6 +138,29 @@ def nearest_frames(frame_times: np.ndarray, centre: float, count: int) -> np.nda
     return np.sort(chosen)
 
 
+REGION_FRAMES = ("all", "nearest")
+
+
+def clip_frames(frame_times: np.ndarray, start: float, end: float, region_frames: str = "all",
+                frames_per_clip: int = 1, max_frames: int = 0) -> np.ndarray:
+    """Indices of the 1 FPS frames whose regions stand for the clip ``[start, end)``, in time order.
+
+    ``region_frames="all"``: every frame inside the clip (none inside: the one nearest the centre);
+    ``"nearest"``: the ``frames_per_clip`` frames nearest the centre. ``max_frames`` > 0 thins the
+    frames evenly to at most that many (first and last kept).
+    """
+    centre = (start + end) / 2.0
+    if region_frames == "nearest":
+        frames = nearest_frames(frame_times, centre, frames_per_clip)
+    else:
+        frames = np.nonzero((frame_times >= start) & (frame_times < end))[0]
+        if frames.size == 0:
+            frames = nearest_frames(frame_times, centre, 1)
+    if max_frames > 0 and frames.size > max_frames:
+        frames = frames[np.unique(np.linspace(0, frames.size - 1, max_frames).round().astype(int))]
+    return frames
+
+
 class Corpus:
     """Random access to :class:`VideoClips` by video id.
 
@@ -144,10 +178,16 @@ class Corpus:
         video_ids: Iterable[str] | None = None,
         frames_per_clip: int = 1,
         max_regions_per_frame: int | None = None,
+        max_regions_per_clip: int = 0,
+        region_frames: str = "all",
         cache_size: int = 256,
     ):
+        if region_frames not in REGION_FRAMES:
+            raise CorpusError(f"region_frames must be one of {list(REGION_FRAMES)}, got {region_frames!r}")
         if frames_per_clip < 1:
             raise CorpusError(f"frames_per_clip must be >= 1, got {frames_per_clip}")
+        if max_regions_per_clip < 0:
+            raise CorpusError(f"max_regions_per_clip must be >= 0 (0 = no cap), got {max_regions_per_clip}")
         self.store = store
         self.store_name = str(getattr(store, "root", store))
         if isinstance(narrations, (str, os.PathLike)):
@@ -157,7 +197,9 @@ class Corpus:
             self.narrations_name = "narrations"
             self.narrations = dict(narrations)
         self.tokenizer = tokenizer
+        self.region_frames = region_frames
         self.frames_per_clip = int(frames_per_clip)
+        self.max_regions_per_clip = int(max_regions_per_clip)
         schema_regions = int(_schema_get(store.schema, "max_regions"))
         self.max_regions_per_frame = schema_regions if max_regions_per_frame is None else min(int(max_regions_per_frame), schema_regions)
         if self.max_regions_per_frame < 1:
@@ -168,7 +210,25 @@ class Corpus:
 
     @property
     def regions_per_clip(self) -> int:
-        return self.frames_per_clip * self.max_regions_per_frame
+        """Region slots of every clip (what fixed-shape batches pad to).
+
+        Every frame of a clip without a cap (``region_frames="all"``, ``max_regions_per_clip=0``) has
+        no fixed bound: a :class:`CorpusError` says to set the cap.
+        """
+        cap = self.max_regions_per_clip
+        if self.region_frames == "nearest":
+            slots = self.frames_per_clip * self.max_regions_per_frame
+            return min(slots, cap) if cap else slots
+        if not cap:
+            raise CorpusError("region_frames='all' (every frame of a clip) has no fixed number of regions per clip; "
+                              "set max_regions_per_clip")
+        return cap
+
+    @property
+    def max_frames_per_clip(self) -> int:
+        """Frames a clip keeps under the cap (0: no limit)."""
+        cap = self.max_regions_per_clip
+        return -(-cap // self.max_regions_per_frame) if cap else 0
 
     def __len__(self) -> int:
         return len(self.video_ids)
@@ -230,26 +290,32 @@ class Corpus:
                 ids.extend(self.tokenizer.encode(narration.text[i]))
             tokens.append(ids)
 
-        fpc, rpf = self.frames_per_clip, self.max_regions_per_frame
-        rpf = min(rpf, region_features.shape[1])
-        P = fpc * self.max_regions_per_frame
+        nearest, cap = self.region_frames == "nearest", self.max_regions_per_clip
+        rpf = min(self.max_regions_per_frame, region_features.shape[1])
+        frames_of = [clip_frames(frame_times, float(clip_times[c, 0]), float(clip_times[c, 1]), self.region_frames,
+                                 self.frames_per_clip, self.max_frames_per_clip) for c in range(num_clips)]
+        if nearest or cap:
+            P = self.regions_per_clip
+        else:  # every frame, no cap: as wide as this video's longest clip
+            P = max([len(f) * self.max_regions_per_frame for f in frames_of], default=self.max_regions_per_frame)
         dr, k = region_features.shape[2], region_probs.shape[2]
         r_feat = np.zeros((num_clips, P, dr), np.float32)
         r_loc = np.zeros((num_clips, P, 5), np.float32)
         r_prob = np.zeros((num_clips, P, k), np.float32)
         r_valid = np.zeros((num_clips, P), bool)
         r_frame = np.zeros((num_clips, P), np.int64)
-        for c in range(num_clips):
-            frames = nearest_frames(frame_times, float(clip_times[c].mean()), fpc)
+        slots = np.zeros(num_clips, np.int64)
+        for c, frames in enumerate(frames_of):
             slot = 0
             for j, f in enumerate(frames):
-                n = int(min(region_counts[f], rpf))
+                n = int(min(region_counts[f], rpf, P - slot))
                 r_feat[c, slot : slot + n] = region_features[f, :n]
                 r_loc[c, slot : slot + n] = region_locations[f, :n]
                 r_prob[c, slot : slot + n] = region_probs[f, :n]
                 r_valid[c, slot : slot + n] = True
                 r_frame[c, slot : slot + n] = j
                 slot += n
+            slots[c] = len(frames)
         return VideoClips(
             video_id=video_id,
             clip_times=clip_times,
@@ -261,6 +327,7 @@ class Corpus:
             region_class_probs=r_prob,
             region_valid=r_valid,
             region_frame=r_frame,
+            frame_slots=None if nearest else slots,
         )
 
 

@@ -7,16 +7,18 @@ One :class:`Sample` is one row of an :class:`actbert.models.actbert.batch.ActBer
     region  [REGION] x m_1 [SEP] [REGION] x m_2 [SEP] ...      m_i = regions of clip i's frame(s)
 
 Position ids: text = running index 0..Lt-1; action = clip order 0..n-1 (the closing [SEP] gets n);
-regions = frame order within the window (clip i, frame slot j -> i * frames_per_clip + j), shared by
-that frame's regions; a region [SEP] takes the id of the frame it closes. Segment id = clip index in
+regions = frame order within the window, shared by that frame's regions: with every frame of each
+clip (``region_frames="all"``, the default) the frames are numbered in time order over the window
+(clip i's frame slot j -> frames of clips 0..i-1 + j); with ``region_frames="nearest"`` and
+``frames_per_clip`` n, clip i's slot j -> i * n + j. A region [SEP] takes the id of the frame it closes. Segment id = clip index in
 every stream. Visual features are zero at [SEP] (and, after masking, at masked positions).
 
 **Truncation** (``max_text_len``): while the text is too long, drop the last word piece of the
 currently longest sentence (ties: the later sentence), so short sentences survive intact; a
 sentence is never cut below one word piece. ``max_text_len`` must leave room for
 ``[CLS]`` + one word piece and one ``[SEP]`` per clip (checked up front). Regions are limited per
-frame by the corpus (``max_regions_per_frame``), so the region stream is at most
-``n * (regions_per_clip + 1)`` long.
+frame (``max_regions_per_frame``) and per clip (``max_regions_per_clip``) by the corpus, so the
+region stream is at most ``n * (regions_per_clip + 1)`` long.
 
 **Determinism**: every random choice for dataset index ``i`` in epoch ``e`` (window start,
 negative or not, the negative's video and window, all masking) comes from
@@ -181,14 +183,20 @@ class SampleBuilder:
         fpc = self.corpus.frames_per_clip
         dr, k = clips.region_features.shape[2], clips.region_class_probs.shape[2]
         r_ids, r_seg, r_pos, r_feat, r_loc, r_tgt = [], [], [], [], [], []
+        offset = 0  # position id of the clip's first frame
         for i, c in enumerate(range(start, start + size)):
             valid = clips.region_valid[c]
             n = int(valid.sum())
             frames = clips.region_frame[c][valid]
+            # clips without frame counts ("nearest" frames; downstream units) take frames_per_clip slots
+            slots = fpc if clips.frame_slots is None else max(int(clips.frame_slots[c]), 1)
+            if clips.frame_slots is None:
+                offset = i * slots
             r_ids.extend([sp.region_id] * n + [sp.sep_id])
             r_seg.extend([i] * (n + 1))
-            last_frame = int(frames[-1]) if n else fpc - 1
-            r_pos.extend((i * fpc + frames).tolist() + [i * fpc + last_frame])
+            last_frame = int(frames[-1]) if n else slots - 1
+            r_pos.extend((offset + frames).tolist() + [offset + last_frame])
+            offset += slots
             r_feat.append(clips.region_features[c][valid])
             r_feat.append(np.zeros((1, dr), np.float32))
             r_loc.append(clips.region_locations[c][valid])

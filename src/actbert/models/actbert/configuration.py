@@ -28,8 +28,10 @@ class BatchError(ActBertError):
 class ActBertConfig:
     """Hyper-parameters of :class:`ActBertModel` (the ``model:`` section of ``configs/*.yaml``).
 
-    Defaults are the paper's base model. Feature dims and ``vocab_size`` are filled by the data
-    side from the feature store schema and the tokenizer.
+    Defaults are the paper's base model's sizes. Two defaults are not the paper's and say so where
+    they are set: ``match_fusion="mul"`` (the paper's head is ``"cls"``) and ``text_init=None`` (the
+    paper starts the text stream from BERT-base; :meth:`text_init_warning`). Feature dims and
+    ``vocab_size`` are filled by the data side from the feature store schema and the tokenizer.
     """
 
     architecture: str = "actbert"
@@ -67,8 +69,8 @@ class ActBertConfig:
     activation: str = "gelu"
     initializer_range: float = 0.02
     use_regions: bool = True  # False: the region stream is skipped ("without region cues")
-    # what the matching head reads: "cls" = the text [CLS] alone; "mul" = [CLS] x pooled video
-    # (the released implementation's fusion; see CrossModalMatchingHead)
+    # what the matching head reads: "cls" = the text [CLS] alone (the paper's head); "mul" = [CLS] x
+    # pooled video (the released implementation's fusion, NOT the paper's; see CrossModalMatchingHead)
     match_fusion: str = "mul"
     loss_weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
     # text checkpoint (folder or installed package) loaded by pretrained.create_model; None = random
@@ -123,6 +125,21 @@ class ActBertConfig:
     @property
     def num_tangled(self) -> int:
         return len(self.text_tangled)
+
+    def text_init_warning(self) -> str | None:
+        """A warning when the text stream would start from random weights where the paper starts from BERT.
+
+        Paper 4.1 initialises the 12-layer, 768-wide linguistic transformer from BERT-base; a config
+        with that text stream and no ``text_init`` (the ``base`` preset as shipped: no BERT-base
+        weights come with the package) trains a different starting point. Smaller text streams (the
+        test and demo presets) have no BERT-base to start from and get no warning. None = nothing to say.
+        """
+        bert_base = (self.text_hidden_size, self.text_layers, self.text_num_heads, self.text_intermediate_size) == (768, 12, 12, 3072)
+        if self.text_init is not None or not bert_base:
+            return None
+        return ("model.text_init is not set: the 12 x 768 text stream starts from random weights, while the paper "
+                "initialises it from BERT-base (ActBERT 4.1); pass a local bert-base-uncased folder with "
+                "--set model.text_init=/path/to/bert-base-uncased")
 
 
 # ----------------------------------------------------------------------------------------------

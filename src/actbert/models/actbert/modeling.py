@@ -24,11 +24,14 @@ the same length K). For the k-th tangled block, each stream first runs its plain
 :class:`~actbert.models.actbert.tangled.TangledBlock`; after the last block each stream runs its remaining
 layers. With K = 0 the streams never meet (the text stream is then plain BERT).
 
-Pooled output: ``tanh(dense(text[:, 0]))`` -- the paper applies its matching layer on the [CLS]
-output; the pooler keeps BERT's naming (``pooler.dense``) so BERT's pooler weights load into it.
-The matching head (:class:`CrossModalMatchingHead`) reads it alone (``match_fusion="cls"``) or,
-by default, multiplied by a pooled summary of the visual streams (``"mul"``, the fusion of the
-released implementation), which makes matching learnable in a short run.
+Pooled output: ``tanh(dense(text[:, 0]))``; the pooler keeps BERT's naming (``pooler.dense``) so
+BERT's pooler weights load into it. The paper applies its matching layer to the [CLS] output alone:
+that is ``match_fusion="cls"``. The default, ``match_fusion="mul"``, is NOT the paper's head: it
+multiplies the pooled [CLS] by a pooled summary of the visual streams (the fusion of the released
+PaddleVideo implementation, without its action-only term) -- a deviation kept because with the
+paper's head the matching loss stayed near ln 2 on the random corpus (1,000+ CPU steps; in a 300-step
+run it ended at 0.67-0.70 against 0.30-0.38 with the fusion: docs/pretraining.md, "What a short
+run shows"). Set ``match_fusion: cls`` for the paper's head.
 
 Pretraining losses (3.2.3), each averaged over its valid targets and exactly 0 (not NaN) when a
 batch has none:
@@ -40,8 +43,9 @@ batch has none:
   all-zero are skipped).
 * ``region``: masked object classification -- ``KL(p_detector || softmax(z))`` summed over
   classes, averaged over ``region_target_mask``.
-* ``match``: cross-modal matching on [CLS] (fused with the pooled video, see above) -- ONE
-  logit, sigmoid / binary cross-entropy against ``match_labels``.
+* ``match``: cross-modal matching -- ONE logit, sigmoid / binary cross-entropy against
+  ``match_labels``; from [CLS] alone (``"cls"``, the paper) or [CLS] x pooled video (``"mul"``,
+  the default; see above).
   :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
 
 Masked losses count only matched pairs (``match_labels == 1``): for a mismatched pair the text
@@ -381,16 +385,17 @@ class VideoPooler(nn.Module):
 class CrossModalMatchingHead(nn.Module):
     """The cross-modal matching logit ``[B]`` (higher = the text describes the video).
 
-    ``match_fusion="cls"``: ``classifier(pooled_t)``, the paper's wording (the [CLS] output). In the
-    three-stream layout the [CLS] token sees the video only through the few stacked ``c_r`` keys
-    of the tangled layers, and on the random corpus this head stays at ln 2 for 1,000+ CPU steps
-    (docs/pretraining.md).
+    ``match_fusion="cls"``: ``classifier(pooled_t)`` -- the paper's head (a linear layer on the
+    [CLS] output). In the three-stream layout the [CLS] token sees the video only through the few
+    stacked ``c_r`` keys of the tangled layers, and on the random corpus this head stays at ln 2
+    for 1,000+ CPU steps (docs/pretraining.md).
 
-    ``match_fusion="mul"``: ``classifier(pooled_t * pooled_v)`` with ``pooled_v`` from
-    :class:`VideoPooler` -- the multiplicative fusion of the stream poolers that the released
-    implementation uses (it adds a third, action-only pooled term, which cannot depend on the text
-    and so carries no matching signal; it is left out here). The product is a direct bilinear
-    text-by-video path, on top of what [CLS] gathers through the tangled layers.
+    ``match_fusion="mul"`` (the config default; a deviation from the paper):
+    ``classifier(pooled_t * pooled_v)`` with ``pooled_v`` from :class:`VideoPooler` -- the
+    multiplicative fusion of the stream poolers that the released PaddleVideo implementation uses
+    (it adds a third, action-only pooled term, which cannot depend on the text and so carries no
+    matching signal; it is left out here). The product is a direct bilinear text-by-video path, on
+    top of what [CLS] gathers through the tangled layers.
     """
 
     def __init__(self, config: ActBertConfig):
