@@ -38,6 +38,7 @@ from actbert.demo.profiles import (
     PROFILES,
     STAGES,
     VARIANTS,
+    FINETUNED_DATASETS,
     ZERO_SHOT_AND_FINETUNED,
     DemoPaths,
     DemoProfile,
@@ -223,8 +224,11 @@ def run_tasks(paths: DemoPaths, profile: DemoProfile, seed: int, tasks: Sequence
             tune_start = time.perf_counter()
             tuned = registry.finetune(task, model, assembler, bench, settings)
             tune_seconds = time.perf_counter() - tune_start
-            records += registry.evaluate(task, tuned.model, assembler, bench, settings, variant=variant,
-                                         finetuned=tuned.log is not None)
+            tuned_records = registry.evaluate(task, tuned.model, assembler, bench, settings, variant=variant,
+                                              finetuned=tuned.log is not None)
+            if tuned.log is not None and task in FINETUNED_DATASETS:  # only the paper's fine-tuned rows
+                tuned_records = [r for r in tuned_records if r["dataset"] in FINETUNED_DATASETS[task]]
+            records += tuned_records
             for record in records:
                 write_results(paths.results / task, record)
             summary = tuned.log.summary() if tuned.log is not None else None
