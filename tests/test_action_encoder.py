@@ -287,4 +287,33 @@ def test_learning_rate_schedule_is_a_function_of_the_step():
     constant = ActionTrainConfig(lr=1e-3, schedule="constant")
     assert {learning_rate_at(s, 100, constant) for s in (0, 37, 100)} == {1e-3}
     with pytest.raises(ValueError, match="schedule"):
-        learning_rate_at(0, 10, ActionTrainConfig(schedule="step"))
+        learning_rate_at(0, 10, ActionTrainConfig(schedule="exponential"))
+    # step (paper 4.1: lr / 10 at iteration 100k of 1M): 1e-3 for the first tenth of the run, then 1e-4
+    step = ActionTrainConfig(lr=1e-3, schedule="step")
+    assert [learning_rate_at(s, 100, step) for s in (0, 9, 10, 99)] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+
+
+def test_paper_preset_and_explicit_options(monkeypatch):
+    import argparse
+
+    from actbert.commands import train_action_encoder as command
+    from actbert.video import action_training
+    from actbert.video.action_encoder import action_settings
+
+    paper = action_settings("paper")
+    # paper 4.1: 32 frames over 4 s (8 FPS), 224 x 224, lr 0.001, batch 16, step decay; a torchvision 3D ResNet
+    assert (paper["num_frames"], paper["fps"], paper["clip_size"], paper["lr"], paper["batch_size"]) == (32, 8.0, 224, 1e-3, 16)
+    assert (paper["arch"], paper["schedule"], paper["optimizer"]) == ("r3d_18", "step", "sgd")
+    assert action_settings()["clip_size"] == 112 and action_settings()["arch"] == "narrow"
+    assert action_settings("paper", clip_size=160, lr=None)["clip_size"] == 160  # given beats preset; None = not given
+    with pytest.raises(ActionEncoderError, match="'paper'"):
+        action_settings("kinetics")
+
+    seen = {}
+    monkeypatch.setattr(action_training, "train_action_encoder_on_benchmark", lambda *a, **k: seen.update(k))
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    command.run(parser.parse_args(["--data", "d", "--out", "o", "--preset", "paper", "--epochs", "2"]))
+    assert (seen["clip_size"], seen["arch"], seen["epochs"], seen["preset"]) == (224, "r3d_18", 2, "paper")
+    command.run(parser.parse_args(["--data", "d", "--out", "o"]))
+    assert (seen["clip_size"], seen["arch"], seen["schedule"], seen["preset"]) == (112, "narrow", "cosine", None)

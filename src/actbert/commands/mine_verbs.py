@@ -18,11 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--splits", default=None, help="splits.json (default: next to the narrations file)")
     parser.add_argument("--strict", action="store_true", help="stop at the first malformed entry instead of skipping it")
+    parser.add_argument("--stop-verbs", default="default",
+                        help="verbs never taken as actions: default (auxiliaries + discourse verbs such as go, let, want: "
+                             "this library's choice; the paper keeps 'go'), auxiliary (auxiliaries only), none, or a "
+                             "comma-separated list")
 
 
 def run(args: argparse.Namespace) -> int:
     from actbert.text.verbs import mine_action_vocabulary
 
     mine_action_vocabulary(args.narrations, args.out, min_count=args.min_count, videos_split=args.videos_split,
-                           splits=args.splits, strict=args.strict)
+                           splits=args.splits, strict=args.strict, stop_verbs=args.stop_verbs)
     return 0

@@ -13,6 +13,14 @@ can, could, may, might, must, ought) carry tense or mood, not an action. spaCy u
 ``AUX`` already, but "have to", "do it", "gonna" are often tagged ``VERB``. We also drop a few
 discourse verbs that fill narrated speech without naming a visible action (let, go, want, need, know,
 think, say, mean, gonna, wanna, gotta) -- "let's go ahead and whisk" should give only "whisk".
+
+Dropping the discourse verbs is this library's choice, not the paper's: the paper mines every verb and
+names "go" as HowTo100M's most frequent one (4.1). The list is a setting (``stop_verbs`` of
+:func:`mine_action_vocabulary`, ``actbert mine-verbs --stop-verbs``): ``"default"`` (auxiliaries +
+discourse verbs), ``"auxiliary"`` (auxiliaries only: "go", "want", ... become actions, closer to the
+paper), ``"none"``, or a comma-separated list. The vocabulary file records the list it was mined
+with (``stop_verbs``), and :meth:`VerbMiner.for_vocabulary` builds the miner that gives a clip's
+targets with the same list.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ __all__ = [
     "AUXILIARY_VERBS",
     "DISCOURSE_VERBS",
     "DEFAULT_STOP_VERBS",
+    "STOP_VERB_LISTS",
+    "stop_verb_list",
     "NarrationError",
     "Clip",
     "NarrationSet",
@@ -51,6 +61,21 @@ AUXILIARY_VERBS = frozenset(
 )
 DISCOURSE_VERBS = frozenset({"let", "go", "want", "need", "know", "think", "say", "mean", "gonna", "wanna", "gotta"})
 DEFAULT_STOP_VERBS = AUXILIARY_VERBS | DISCOURSE_VERBS
+STOP_VERB_LISTS = {"default": DEFAULT_STOP_VERBS, "auxiliary": AUXILIARY_VERBS, "none": frozenset()}
+
+
+def stop_verb_list(spec: str | Iterable[str] | None) -> frozenset[str]:
+    """A stop list from a name in ``STOP_VERB_LISTS``, a comma-separated string or verbs (None: default)."""
+    if spec is None:
+        return DEFAULT_STOP_VERBS
+    if isinstance(spec, str):
+        if spec in STOP_VERB_LISTS:
+            return STOP_VERB_LISTS[spec]
+        spec = [v for v in spec.split(",")]
+    verbs = frozenset(v.strip().lower() for v in spec if v.strip())
+    if any(not v.isalpha() for v in verbs):
+        raise VocabularyError(f"stop verbs: {sorted(verbs)} must be words (or one of {sorted(STOP_VERB_LISTS)})")
+    return verbs
 
 
 class NarrationError(ActBertError):
@@ -211,6 +236,12 @@ class VerbMiner:
                 found.append(lemma)
         return found
 
+    @classmethod
+    def for_vocabulary(cls, vocab: "ActionVocabulary", **kwargs) -> "VerbMiner":
+        """A miner with the stop list ``vocab`` was mined with (the default list for files that predate it)."""
+        stop = DEFAULT_STOP_VERBS if vocab.stop_verbs is None else vocab.stop_verbs
+        return cls(stop_verbs=stop, **kwargs)
+
     def verbs(self, text: str) -> list[str]:
         return self._doc_verbs(self.nlp(text))
 
@@ -236,11 +267,13 @@ class ActionVocabulary:
     """The verb classes of the action encoder and of ActBERT's masked-action task.
 
     verbs: class names, index = class id. ``counts``: clip frequency of each verb when built.
+    ``stop_verbs``: the stop list the verbs were mined with (None: not recorded, i.e. the default list).
     """
 
     FORMAT = "actbert-action-vocab"
 
-    def __init__(self, verbs: Sequence[str], counts: Mapping[str, int] | None = None, min_count: int = 1):
+    def __init__(self, verbs: Sequence[str], counts: Mapping[str, int] | None = None, min_count: int = 1,
+                 stop_verbs: Iterable[str] | None = None):
         verbs = [str(v) for v in verbs]
         if len(set(verbs)) != len(verbs):
             raise VocabularyError("action vocabulary has duplicate verbs")
@@ -248,14 +281,15 @@ class ActionVocabulary:
         self.index: dict[str, int] = {v: i for i, v in enumerate(verbs)}
         self.counts: dict[str, int] = {v: int((counts or {}).get(v, 0)) for v in verbs}
         self.min_count = int(min_count)
+        self.stop_verbs: list[str] | None = None if stop_verbs is None else sorted(set(stop_verbs))
 
     @classmethod
-    def build(cls, counts: Mapping[str, int], min_count: int = 1) -> "ActionVocabulary":
+    def build(cls, counts: Mapping[str, int], min_count: int = 1, stop_verbs: Iterable[str] | None = None) -> "ActionVocabulary":
         """Verbs with ``count >= min_count``, most frequent first (ties alphabetical: deterministic)."""
         if min_count < 1:
             raise ValueError(f"min_count must be >= 1, got {min_count}")
         kept = sorted((v for v, c in counts.items() if c >= min_count), key=lambda v: (-counts[v], v))
-        return cls(kept, {v: counts[v] for v in kept}, min_count)
+        return cls(kept, {v: counts[v] for v in kept}, min_count, stop_verbs)
 
     def __len__(self) -> int:
         return len(self.verbs)
@@ -294,6 +328,7 @@ class ActionVocabulary:
             "min_count": self.min_count,
             "verbs": self.verbs,
             "counts": [self.counts.get(v, 0) for v in self.verbs],
+            **({} if self.stop_verbs is None else {"stop_verbs": self.stop_verbs}),
         }
 
     @classmethod
@@ -309,8 +344,11 @@ class ActionVocabulary:
         min_count = data.get("min_count", 1)
         if isinstance(min_count, bool) or not isinstance(min_count, int):
             raise VocabularyError(f"{source}: field 'min_count' must be an integer")
+        stop_verbs = data.get("stop_verbs")
+        if stop_verbs is not None and (not isinstance(stop_verbs, list) or not all(isinstance(v, str) for v in stop_verbs)):
+            raise VocabularyError(f"{source}: field 'stop_verbs' must be a list of strings")
         try:
-            return cls(verbs, dict(zip(verbs, (int(c) for c in counts))), min_count)
+            return cls(verbs, dict(zip(verbs, (int(c) for c in counts))), min_count, stop_verbs)
         except (TypeError, ValueError) as exc:
             raise VocabularyError(f"{source}: {exc}") from exc
 
@@ -343,6 +381,7 @@ def mine_action_vocabulary(
     videos_split: str | None = None,
     splits: str | os.PathLike | None = None,
     strict: bool = False,
+    stop_verbs: str | Iterable[str] | None = None,
     log=print,
 ) -> ActionVocabulary:
     """Mine verbs from a narrations file and save the action vocabulary to ``out`` (paper 3.2.1).
@@ -350,7 +389,9 @@ def mine_action_vocabulary(
     ``videos_split``: mine only that split's videos of ``splits`` (default: ``splits.json`` next to
     the narrations file); None mines every video. Keeps verbs seen in at least ``min_count`` clips.
     Bad narration entries are skipped (``strict``: the first one raises) and listed in
-    ``OUT_failures.json``. Progress and coverage lines go to ``log``.
+    ``OUT_failures.json``. Progress and coverage lines go to ``log``. ``stop_verbs``: a name of
+    ``STOP_VERB_LISTS`` ("default", "auxiliary", "none"), a comma-separated string or verbs (None:
+    "default"); recorded in the file.
     """
     narrations_path = Path(narrations)
     video_ids = None
@@ -360,9 +401,10 @@ def mine_action_vocabulary(
     if not narration_set.clips:
         raise NarrationError(f"{narrations_path}: no usable narration segments")
 
-    miner = VerbMiner()
+    stop = stop_verb_list(stop_verbs)
+    miner = VerbMiner(stop_verbs=stop)
     clip_verbs = miner.verbs_many([c.text for c in narration_set.clips], progress=True)
-    vocab = ActionVocabulary.build(count_clip_verbs(clip_verbs), min_count=min_count)
+    vocab = ActionVocabulary.build(count_clip_verbs(clip_verbs), min_count=min_count, stop_verbs=stop)
     saved = vocab.save(out)
 
     covered = sum(1 for verbs in clip_verbs if any(v in vocab for v in verbs))

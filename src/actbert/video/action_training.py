@@ -44,6 +44,7 @@ def train_action_encoder_on_benchmark(
     device: str = "cpu",
     threads: int | None = None,
     resume: bool = False,
+    preset: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train on ``data`` (``videos/``, ``narrations.json``, ``splits.json`` [, ``ground_truth.json``])
@@ -53,6 +54,9 @@ def train_action_encoder_on_benchmark(
     keeping verbs of at least ``min_count`` clips). ``holdout_fraction``: videos held out when the
     benchmark has no val/test split. ``cache``: folder of decoded windows reused across runs.
     ``threads``: torch CPU threads (None/0: torch's choice). ``resume`` continues a run in ``out``.
+    ``preset``: the name of the preset the settings came from (``action_encoder.action_settings``;
+    recorded in ``eval.json``; ``"paper"`` without ``init_weights`` logs that the paper starts from
+    Kinetics weights).
     """
     import numpy as np
     import torch
@@ -77,8 +81,11 @@ def train_action_encoder_on_benchmark(
         "weight_decay": weight_decay, "schedule": schedule, "num_frames": num_frames, "fps": fps,
         "clip_size": clip_size, "vocab": None if vocab is None else str(vocab), "min_count": min_count,
         "holdout_fraction": holdout_fraction, "cache": None if cache is None else str(cache), "no_flip": not flip,
-        "seed": seed, "device": device, "threads": threads, "resume": resume,
+        "seed": seed, "device": device, "threads": threads, "resume": resume, "preset": preset,
     }
+    if preset == "paper" and init_weights is None:
+        log("warning: the paper preset without --init-weights: the paper initialises the 3D ResNet from Kinetics-400 "
+            "(docs/extraction.md says how to get torchvision's r3d_18 Kinetics weights); this run starts from random weights")
     began = time.time()
     if threads:
         torch.set_num_threads(threads)
@@ -90,12 +97,12 @@ def train_action_encoder_on_benchmark(
     narrations_path = data / "narrations.json"
     train_narr = read_narrations(narrations_path, video_ids=train_ids)
     eval_narr = read_narrations(narrations_path, video_ids=eval_ids)
-    miner = VerbMiner()
+    vocabulary = ActionVocabulary.load(vocab) if vocab else None
+    # a given vocabulary's own stop list, so that clips get the verbs the vocabulary was mined with
+    miner = VerbMiner.for_vocabulary(vocabulary) if vocabulary is not None else VerbMiner()
     train_verbs = miner.verbs_many([c.text for c in train_narr.clips], progress=True)
     eval_verbs = miner.verbs_many([c.text for c in eval_narr.clips], progress=True)
-    if vocab:
-        vocabulary = ActionVocabulary.load(vocab)
-    else:
+    if vocabulary is None:
         vocabulary = ActionVocabulary.build(count_clip_verbs(train_verbs), min_count=min_count)
     if len(vocabulary) < 2:
         raise ActBertError(f"{narrations_path}: only {len(vocabulary)} verb(s) reach --min-count {min_count}; nothing to classify")
