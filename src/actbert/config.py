@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import typing
 from pathlib import Path
@@ -177,6 +178,52 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         data = apply_overrides(data, overrides)
         source = f"{source} (with overrides {list(overrides)})"
     return from_dict(cls, data, source=source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: ``low <= x <= high`` (a bound is exclusive when its
+    ``*_open`` flag is set; ``None`` = unbounded). The default, ``Range()``, is "a number >= 0"."""
+
+    low: float | None = 0
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}" if self.low is not None else "a finite number"
+        left = "(" if self.low_open else "["
+        right = ")" if self.high_open else "]"
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        return f"in {left}{low}, {self.high:g}{right}"
+
+
+AT_LEAST_ONE = Range(1)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1)  # a probability or ratio
+DROPOUT = Range(0, 1, high_open=True)
+
+
+def check_ranges(obj: Any, ranges: Mapping[str, Range], source: str, prefix: str = "", default: Range | None = Range()) -> None:
+    """Every int / float field of dataclass ``obj`` within its range (``ranges[name]``, else
+    ``default``; ``None`` = unchecked): a ``ConfigError`` naming ``source``, the key and the range."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        rule = ranges.get(f.name, default)
+        if rule is not None and not rule.contains(value):
+            raise ConfigError(f"{source}: {prefix}{f.name} must be {rule.describe()}, got {value!r}")
 
 
 def save_yaml(obj: Any, path: str | os.PathLike) -> None:

@@ -17,7 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-4 --set data.random=true (repeatable)")
     parser.add_argument("--out", default="runs/pretrain", help="run folder: checkpoints, metrics.jsonl/png, model/")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR's latest checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from RUN_DIR's newest checkpoint that verifies (same data order required)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="RUN_DIR already holds a run: remove its checkpoints, metrics and model, and start over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +34,9 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("actbert pretrain: --config is required (or --resume with an existing RUN_DIR/config.yaml)")
         config_path = saved
     cfg = load_pretrain_config(config_path, args.overrides)
-    summary = train(cfg, args.out, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise SystemExit("actbert pretrain: --resume and --overwrite exclude each other")
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: summary[k] for k in ("steps", "interrupted", "first", "last", "model_dir")}, indent=1))
     return 0

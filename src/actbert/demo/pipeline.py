@@ -189,7 +189,7 @@ def _pretrain(paths: DemoPaths, profile: DemoProfile, seed: int) -> None:
 
     cfg = load_pretrain_config(profile.preset, pretrain_overrides(paths, profile, seed))
     resume = paths.pretrain.exists() and latest_checkpoint(paths.pretrain) is not None
-    summary = train(cfg, paths.pretrain, resume=resume)
+    summary = train(cfg, paths.pretrain, resume=resume, overwrite=not resume)  # the demo owns its run folder
     if summary.get("interrupted") or not (paths.model / "config.json").exists():
         raise RuntimeError(f"demo: pretraining in {paths.pretrain} did not finish")
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actbert.config import AT_LEAST_ONE, DROPOUT, Range
 from actbert.data import readers
 from actbert.metrics.captioning import caption_metrics
 from actbert.data.clips import ClipAssembler
@@ -61,6 +62,10 @@ HEAD = "caption_decoder"  # the fine-tuned model's head name
 
 @dataclass
 class CaptioningSettings:
+    # numeric settings not named here must be >= 0 (checked by tasks.registry)
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "layers": AT_LEAST_ONE, "heads": AT_LEAST_ONE, "ff_mult": AT_LEAST_ONE,
+              "dropout": DROPOUT, "max_caption_len": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE,
+              "label_smoothing": DROPOUT, "beam_size": AT_LEAST_ONE}
     batch_size: int = 32  # clips per encoder forward pass when decoding
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N

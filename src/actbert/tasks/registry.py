@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 
-from actbert.config import ConfigError
+from actbert.config import ConfigError, check_ranges
 from actbert.data.clips import ClipAssembler
 from actbert.tasks.common import TASK_NAMES, Benchmark, TaskError, resolve_device
 from actbert.tasks.heads import HEADS_CONFIG, HEADS_WEIGHTS, FinetunedModel, base_model, load_heads
@@ -97,6 +97,18 @@ def make_settings(task: str, overrides: Sequence[str] | Mapping[str, Any] = (), 
         if isinstance(value, str) and not isinstance(current, str):
             value = _coerce(value, current, f"{source} {key}")
         setattr(settings, key, value)
+    return validate_settings(task, settings, source)
+
+
+def validate_settings(task: str, settings: Any, source: str = "settings") -> Any:
+    """Every numeric setting within its range (the class's ``RANGES``; others must be >= 0) and a
+    known ``device``: a ``ConfigError`` naming the key before anything runs."""
+    check_ranges(settings, getattr(type(settings), "RANGES", {}), source, f"{task} setting ")
+    if hasattr(settings, "device"):
+        try:
+            resolve_device(settings.device)
+        except TaskError as exc:
+            raise ConfigError(f"{source}: {task} setting {exc}") from None
     return settings
 
 
@@ -133,6 +145,7 @@ def finetune(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, 
     module = task_module(task)
     if not hasattr(module, "finetune"):
         return FinetuneResult(model, None)
+    validate_settings(task, settings)
     model = _placed(module, model, settings)
     log = module.finetune(model, assembler, bench, settings)
     return FinetuneResult(model if log.model is None else log.model, log)
@@ -140,6 +153,7 @@ def finetune(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, 
 
 def evaluate(task: str, model: Any, assembler: ClipAssembler, bench: Benchmark, settings: Any, variant: str = "", finetuned: bool = False) -> list[dict]:
     module = task_module(task)
+    validate_settings(task, settings)
     model = _placed(module, model, settings)
     kwargs = {}
     if "finetuned" in inspect.signature(module.evaluate).parameters:

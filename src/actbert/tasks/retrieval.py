@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
+from actbert.config import AT_LEAST_ONE, Range
 from actbert.data import readers
 from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
 from actbert.data.clips import ClipAssembler
@@ -48,6 +49,8 @@ REQUIRES = ("pair_scores",)
 
 @dataclass
 class RetrievalSettings:
+    # numeric settings not named here must be >= 0 (checked by tasks.registry)
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE}
     batch_size: int = 64  # pairs per forward pass when scoring
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N

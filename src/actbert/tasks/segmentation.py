@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actbert.config import AT_LEAST_ONE, Range
 from actbert.data import readers
 from actbert.metrics.segmentation import segmentation_metrics
 from actbert.data.clips import ClipAssembler
@@ -61,6 +62,8 @@ REQUIRES = ("unit_states",)
 
 @dataclass
 class SegmentationSettings:
+    # numeric settings not named here must be >= 0 (checked by tasks.registry)
+    RANGES: ClassVar[dict[str, Range]] = {"window": AT_LEAST_ONE, "stride": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE}
     window: int = 10  # frames per input row (capped at the assembler's max_units)
     stride: int = 5  # frames between evaluation window starts (< window: overlapping windows)
     batch_size: int = 16  # windows per forward pass when evaluating

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from actbert.config import AT_LEAST_ONE, Range
 from actbert.data import readers
 from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall
 from actbert.data.clips import ClipAssembler
@@ -50,6 +51,8 @@ REQUIRES = ("pair_scores",)
 
 @dataclass
 class StepLocalizationSettings:
+    # numeric settings not named here must be >= 0 (checked by tasks.registry)
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE}
     batch_size: int = 64  # (candidate, step) pairs per forward pass
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N

@@ -37,13 +37,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from actbert.config import AT_LEAST_ONE, Range
 from actbert.data import readers
 from actbert.metrics.accuracy import fill_in_blank_accuracy, multiple_choice_correct, normalize_answer
 from actbert.data.clips import ClipAssembler
@@ -64,6 +65,9 @@ _BLANK = re.compile(r"_{3,}")
 
 @dataclass
 class VideoQASettings:
+    # numeric settings not named here must be >= 0 (checked by tasks.registry)
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE, "fib_batch": AT_LEAST_ONE,
+              "max_answer_pieces": AT_LEAST_ONE}
     batch_size: int = 64  # rows per forward pass when scoring
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N

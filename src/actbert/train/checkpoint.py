@@ -98,13 +98,51 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return path
 
 
+def checkpoint_candidates(run_dir: str | os.PathLike) -> list[Path]:
+    """The run's checkpoints to resume from, best first: the one ``latest.json`` names, then every
+    ``step-*.pt`` from the newest step down (a missing or unreadable pointer only drops the first)."""
+    folder = checkpoint_dir(run_dir)
+    ordered: list[Path] = []
+    pointer = folder / "latest.json"
+    if pointer.exists():
+        try:
+            info = read_json(pointer, "checkpoint pointer")
+            if isinstance(info, dict) and "file" in info:
+                ordered.append(folder / str(info["file"]))
+        except Exception:  # noqa: BLE001 - a torn pointer: fall back to the files themselves
+            pass
+    for path in sorted(folder.glob("step-*.pt"), reverse=True):
+        if path not in ordered:
+            ordered.append(path)
+    return [p for p in ordered if p.exists()]
+
+
+def load_latest_verified(run_dir: str | os.PathLike) -> tuple[Path | None, dict[str, Any] | None, list[str]]:
+    """The newest checkpoint of ``run_dir`` that reads and verifies: ``(path, body, skipped)``.
+
+    ``skipped`` holds one line per newer checkpoint that did not (file and reason), so the caller
+    can say what it fell back from. ``(None, None, [])``: the run has no checkpoint at all. Every
+    checkpoint unreadable: a :class:`CheckpointError` naming each file.
+    """
+    skipped = []
+    for path in checkpoint_candidates(run_dir):
+        try:
+            return path, load_checkpoint(path), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    if skipped:
+        raise CheckpointError(f"{checkpoint_dir(run_dir)}: no checkpoint verifies: " + "; ".join(skipped))
+    return None, None, []
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint (``weights_only=True``) and check it is one of ours."""
     path = Path(path)
     try:
         body = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not a usable checkpoint"
-        raise CheckpointError(f"{path}: not a readable pretraining checkpoint ({type(exc).__name__}: {exc})") from exc
+        first = (str(exc).strip().splitlines() or [""])[0][:200]  # torch's messages run to many lines
+        raise CheckpointError(f"{path}: not a readable pretraining checkpoint ({type(exc).__name__}: {first})") from exc
     if not isinstance(body, dict) or body.get("format") != CHECKPOINT_FORMAT:
         found = body.get("format") if isinstance(body, dict) else type(body).__name__
         raise CheckpointError(f"{path}: field 'format' is {found!r}, expected {CHECKPOINT_FORMAT!r}")

@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence
 
 import yaml
 
-from actbert.config import ConfigError, load_config
+from actbert.config import AT_LEAST_ONE, DROPOUT, FRACTION, POSITIVE, ConfigError, load_config, check_ranges
 from actbert.data.masking import MaskingConfig
 from actbert.models.actbert import ActBertConfig
 from actbert.models.registry import model_config_from_dict, preset_path
@@ -118,11 +118,19 @@ class PretrainConfig:
         d, t = self.data, self.train
         if not d.random and (d.store is None or d.narrations is None):
             raise ConfigError(f"{source}: data.store and data.narrations are required unless data.random is true")
-        for name, value in (("train.batch_size", t.batch_size), ("train.grad_accum_steps", t.grad_accum_steps),
-                            ("train.max_steps", t.max_steps), ("train.log_every", t.log_every),
-                            ("data.clips_per_sample", d.clips_per_sample)):
-            if value < 1:
-                raise ConfigError(f"{source}: {name} must be >= 1, got {value}")
+        if d.random and (d.store is not None or d.narrations is not None):
+            given = [k for k, v in (("data.store", d.store), ("data.narrations", d.narrations)) if v is not None]
+            raise ConfigError(f"{source}: {' and '.join(given)} given while data.random is true (the run would train on "
+                              "generated random features, not on them); set data.random=false to use the store")
+        # every other numeric setting must be >= 0 (check_ranges' default)
+        check_ranges(d, {"clips_per_sample": AT_LEAST_ONE, "frames_per_clip": AT_LEAST_ONE, "max_text_len": AT_LEAST_ONE,
+                         "samples_per_video": AT_LEAST_ONE}, source, "data.")
+        check_ranges(d.random_corpus, {"num_videos": AT_LEAST_ONE, "clips_per_video": AT_LEAST_ONE,
+                                       "steps_per_video": AT_LEAST_ONE}, source, "data.random_corpus.")
+        check_ranges(self.optim, {"beta1": DROPOUT, "beta2": DROPOUT, "eps": POSITIVE,
+                                  "min_lr_ratio": FRACTION}, source, "optim.")
+        check_ranges(t, {"batch_size": AT_LEAST_ONE, "grad_accum_steps": AT_LEAST_ONE, "max_steps": AT_LEAST_ONE,
+                         "log_every": AT_LEAST_ONE}, source, "train.")
         for group, scale in self.optim.lr_scales.items():
             if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
                 raise ConfigError(f"{source}: optim.lr_scales.{group} must be a number > 0, got {scale!r}")
@@ -135,6 +143,8 @@ class PretrainConfig:
 
 def load_pretrain_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> PretrainConfig:
     """Load a preset file (a path, or a bare preset name such as ``tiny``) and apply overrides."""
+    if isinstance(path, str) and "-" in path and not Path(path).exists() and not Path(path).suffix:
+        path = path.replace("-", "_")  # `--config vlm-small` is the preset file vlm_small.yaml
     path = preset_path(path)
     for text in overrides:
         key = text.split("=", 1)[0].strip()

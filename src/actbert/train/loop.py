@@ -42,8 +42,7 @@ from actbert.train import distributed
 from actbert.train.checkpoint import (
     CheckpointError,
     capture_rng_state,
-    latest_checkpoint,
-    load_checkpoint,
+    load_latest_verified,
     remove_partial_writes,
     restore_rng_state,
     save_checkpoint,
@@ -142,10 +141,64 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
     return torch.optim.AdamW(param_groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=True if o.fused else None)
 
 
-def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+# what a run folder holds once a run has started (random_data/ is a cache any run may reuse)
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.png", "model", "config.yaml", "data_failures.json")
+# keys a resume may change without touching the numbers (paths may move; workers do not change samples)
+RESUME_FREE = {"data.num_workers", "data.store", "data.narrations", "data.random_dir", "train.progress",
+               "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.plot_every_checkpoint",
+               "train.stop_after", "train.num_threads", "train.device"}
+# keys that decide which samples come in which order: a resume with others is refused
+RESUME_ORDER = ("data.", "train.batch_size", "train.grad_accum_steps", "train.seed")
+
+
+def existing_run(run_dir: Path) -> list[str]:
+    """The outputs of an earlier run in ``run_dir`` (empty: nothing to lose)."""
+    found = []
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            found.append(name)
+    return found
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove an earlier run's outputs (``--overwrite``), so old checkpoints never mix with new ones."""
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "lr_scales":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_differences(saved: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Keys (``section.key``) where this run's config differs from the checkpoint's, outside the
+    model section: ``(refused, changed)`` -- refused change the data order, changed only the numbers."""
+    a = {k: v for k, v in _flat(saved).items() if not k.startswith("model.")}
+    b = {k: v for k, v in _flat(current).items() if not k.startswith("model.")}
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUME_FREE)
+    refused = [k for k in differ if k.startswith(RESUME_ORDER)]
+    return refused, [k for k in differ if k not in refused]
+
+
+def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Pretrain the model ``cfg.model`` describes as ``cfg`` says, writing checkpoints, metrics and the final model to ``run_dir``.
 
-    Returns a summary: steps done, first/last logged losses, paths.
+    A ``run_dir`` that already holds a run is refused unless ``resume`` (continue it: from the
+    newest checkpoint that verifies, with the same data order) or ``overwrite`` (its outputs are
+    removed first). Returns a summary: steps done, first/last logged losses, paths.
     """
     t = cfg.train
     run_dir = Path(run_dir)
@@ -154,14 +207,19 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     main = info.is_main
+    previous = [] if resume else existing_run(run_dir)  # every process checks: all refuse together
+    if previous and not overwrite:
+        raise ConfigError(f"{run_dir}: already holds a run ({', '.join(previous)}); continue it with --resume, "
+                          f"or replace it with --overwrite")
     if main:
+        if previous:
+            clear_run(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     distributed.barrier(info)
 
     # ---- data and model
     data = build_pretrain_data(cfg, run_dir, info)
     if main:
-        save_yaml(cfg, run_dir / "config.yaml")
         if data.failures:
             atomic_write_json(run_dir / "data_failures.json", data.failures)
             print(f"warning: skipped {len(data.failures)} video(s); see {run_dir / 'data_failures.json'}", file=sys.stderr)
@@ -201,11 +259,15 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
     step, epoch, step_in_epoch = 0, 0, 0
     if resume and main:
         remove_partial_writes(run_dir)
-    ckpt_path = latest_checkpoint(run_dir) if resume else None
+    ckpt_path, ckpt, skipped = load_latest_verified(run_dir) if resume else (None, None, [])
+    if main:
+        for line in skipped:
+            print(f"warning: {line}; resuming from an older checkpoint", file=sys.stderr)
+        if skipped and ckpt_path is not None:
+            print(f"note: resuming from {ckpt_path} (the newest checkpoint that verifies)", file=sys.stderr)
     if resume and ckpt_path is None and main:
         print(f"note: --resume given but {run_dir} has no checkpoint; starting from scratch", file=sys.stderr)
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
+    if ckpt is not None:
         if ckpt["world_size"] != info.world_size:
             raise CheckpointError(f"{ckpt_path}: field 'world_size' is {ckpt['world_size']}, this run has {info.world_size} "
                                   "processes (exact resume needs the same data partition)")
@@ -214,6 +276,13 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
             diff = sorted(k for k in set(saved_model) | set(to_dict(data.model_config))
                           if saved_model.get(k) != to_dict(data.model_config).get(k))
             raise CheckpointError(f"{ckpt_path}: field 'config.model' differs from this run's model config in {diff}")
+        refused, changed = resume_differences(ckpt["config"], to_dict(cfg))
+        if refused:
+            raise CheckpointError(f"{ckpt_path}: resuming with other {', '.join(refused)} would change which samples "
+                                  "come next (not an exact resume); resume with the run's values or start a new run")
+        if changed and main:
+            print(f"note: resuming with changed {', '.join(changed)}: the run continues with the new values and is "
+                  "no longer the one an uninterrupted run would have given", file=sys.stderr)
         try:
             raw_model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -225,6 +294,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False)
         del ckpt
     else:
         torch.manual_seed(t.seed + 7919 * info.rank)  # dropout differs between processes
+    if main:  # only now that the run starts: a refused --resume / --set leaves the run's config as it was
+        save_yaml(cfg, run_dir / "config.yaml")
     metrics = MetricsLog(run_dir / "metrics.jsonl", resume_step=step if ckpt_path is not None else None) if main else None
 
     def checkpoint() -> None:
