@@ -67,21 +67,11 @@ class VLMConfig:
     # the plain upstream bug: losses.MTM appends a constant 0 logit to every text row (so video and
     # text rows have equal width). false = the masked token loss of the paper (eq. 8-9)
     mtm_zero_text_logit: bool = False
-    # fill-in-the-blank / captioning: the MTM head's word logits (tied decoder, no bias)
-    # --- shapes of the random pretraining corpus only (data.random: true); the model never reads them
-    region_feature_dim: int = 64
-    num_actions: int = 16
-    num_region_classes: int = 16
     # a folder / file / installed package with BERT-named weights for the encoder (models/text_init.py)
     text_init: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
-
-    # the random corpus is shaped from the model section (train/loop.py); VLM's video feature is input_dim
-    @property
-    def action_feature_dim(self) -> int:
-        return self.input_dim
 
     @property
     def caption_len(self) -> int:

@@ -30,6 +30,7 @@ Shapes: ``B`` batch, ``Lv`` video slots, ``Lc`` caption tensor length, ``L = Lv 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -298,10 +299,12 @@ class VLMForPretraining(VideoTextModel):
             cls_token_id=int(tokenizer.cls_id),
             sep_token_id=int(tokenizer.sep_id),
             mask_token_id=int(tokenizer.mask_id),
-            num_actions=int(getattr(schema, "num_actions", config.num_actions)),
-            num_region_classes=int(getattr(schema, "num_region_classes", config.num_region_classes)),
-            region_feature_dim=int(getattr(schema, "region_dim", config.region_feature_dim)),
         )
+
+    @classmethod
+    def random_corpus_dims(cls, config: VLMConfig) -> dict[str, int]:
+        """``data.random``: per-second (and per-clip) features of the preset's video width."""
+        return {"action_dim": int(config.input_dim)}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """``video``: the video token MLP (the only part no BERT checkpoint initialises); ``text``: BERT + head."""
@@ -321,8 +324,9 @@ class VLMForPretraining(VideoTextModel):
         """``[V, H]``: the input word embeddings = the tied MTM decoder."""
         return self.bert.embeddings.word_embeddings.weight
 
-    def word_embeddings(self) -> nn.Embedding:
-        return self.bert.embeddings.word_embeddings
+    def word_embeddings(self) -> torch.Tensor:
+        """``[V, H]``: the word table a caption decoder may start from (``caption_memory`` capability)."""
+        return self.word_table
 
     # -- the encoder on the three layouts
     def _layer_masks(self, full: torch.Tensor, iso: torch.Tensor | None, dtype: torch.dtype) -> list[torch.Tensor]:
@@ -612,10 +616,102 @@ class VLMForPretraining(VideoTextModel):
 
     def unit_states(self, batch: VLMBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(``[B, Lv, H]`` final states of the video tokens, ``[B, Lv]`` valid): the video with a dummy text
-        under the isolated mask (the paper's action segmentation input)."""
-        out = self.joint(batch.caps, batch.cmasks, batch.vfeats, batch.vmasks, isolated=True)
-        lv = batch.vmasks.shape[1]
-        return out.hidden_states[self.pool_layer()][:, 1 : lv + 1], batch.vmasks.bool()
+        under the isolated mask (the paper's action segmentation input); a video longer than
+        ``max_video_len`` runs as consecutive windows of that length."""
+        window = self.config.max_video_len
+        states = []
+        for start in range(0, batch.vmasks.shape[1], window):  # a long frame list: consecutive windows
+            vfeats, vmasks = batch.vfeats[:, start : start + window], batch.vmasks[:, start : start + window]
+            out = self.joint(batch.caps, batch.cmasks, vfeats, vmasks, isolated=True)
+            states.append(out.hidden_states[self.pool_layer()][:, 1 : vmasks.shape[1] + 1])
+        # one state per unit of the longest row (the processor pads video slots to windows)
+        width = max(1, int(batch.vmasks.sum(1).max()))
+        return torch.cat(states, dim=1)[:, :width], batch.vmasks.bool()[:, :width]
+
+
+    # -- captioning: the encoder as its own decoder (paper 4.5)
+    @property
+    def caption_memory_dim(self) -> int:
+        return self.config.hidden_size
+
+    def caption_memory(self, batch: VLMBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``[B, Lv+2, H]`` states of ``[CLS] v.. [SEP]`` from the video block alone, ``[B, Lv+2]`` valid):
+        what the shared captioning harness's decoder attends to. VLM's own captioning needs no decoder:
+        :meth:`caption_loss` / :meth:`generate_captions`."""
+        states = self._block(batch, text=False)
+        ones = torch.ones_like(batch.vmasks[:, :1], dtype=torch.bool)
+        return states, torch.cat([ones, batch.vmasks.bool(), ones], dim=1)
+
+    def generation_mask(self, cmasks: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+        """``[B, L, L]`` bool: ``[CLS]``, video and the first ``[SEP]`` see one another (valid keys); a text
+        row sees them and the caption positions up to itself (lower triangle), so no word sees its future."""
+        lv, lc = vmasks.shape[1], cmasks.shape[1]
+        keep = joint_keep_mask(cmasks, vmasks)
+        split = lv + 2
+        length = lv + lc
+        allowed = torch.zeros(length, length, dtype=torch.bool, device=cmasks.device)
+        allowed[:, :split] = True
+        allowed[split:, split:] = torch.tril(torch.ones(lc - 2, lc - 2, dtype=torch.bool, device=cmasks.device))
+        return allowed[None] & keep[:, None, :]
+
+    def _shifted(self, caps: torch.Tensor, cmasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMPT's TextGenerationProcessor: inputs ``[CLS] [SEP] [CLS] w1..w_{n}`` (the text shifted right
+        behind a ``[CLS]`` start token), labels ``w1..wn [SEP]`` at the text positions (-100 elsewhere)."""
+        labels = caps.masked_fill(~cmasks.bool(), TEXT_LABEL_IGNORE).clone()
+        labels[:, :2] = TEXT_LABEL_IGNORE
+        inputs = caps.clone()
+        inputs[:, 2:] = torch.cat([torch.full_like(caps[:, :1], self.config.cls_token_id), caps[:, 2:-1]], dim=1)
+        inputs = inputs.masked_fill(~cmasks.bool(), self.config.pad_token_id)
+        return inputs, labels
+
+    def _generation_logits(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+        """``[B, Lc, V]`` next-word logits at every caption position (aligned with ``caps``)."""
+        self._check(caps, cmasks, vfeats, vmasks)
+        tokens, positions, types = self._embed(caps, self.videomlp(vfeats))
+        x = self.bert.embeddings(tokens, positions, types)
+        mask = additive(self.generation_mask(cmasks, vmasks), x.dtype)
+        seq = self.bert.encoder(x, [mask] * self.config.num_hidden_layers)[-1]
+        lv = vmasks.shape[1]
+        text_seq = torch.cat([seq[:, :1], seq[:, lv + 1 :]], dim=1)
+        return self.cls.predictions.transform(text_seq) @ self.word_table.T
+
+    def caption_loss(self, batch: VLMBatch) -> torch.Tensor:
+        """VLM-style captioning loss: next-word cross-entropy over the caption's words and closing ``[SEP]``."""
+        inputs, labels = self._shifted(batch.caps, batch.cmasks)
+        logits = self._generation_logits(inputs, batch.cmasks, batch.vfeats, batch.vmasks)
+        valid = labels != TEXT_LABEL_IGNORE
+        if not bool(valid.any()):
+            return zero_like(logits)
+        return F.cross_entropy(logits[valid].float(), labels[valid])
+
+    @torch.no_grad()
+    def generate_captions(self, batch: VLMBatch, max_words: int | None = None) -> list[list[int]]:
+        """Greedy decoding with the generation mask (``batch.caps`` only gives the layout; its words are
+        ignored): word ids per row, up to ``max_words`` or the first ``[SEP]``."""
+        b, lc = batch.caps.shape
+        limit = min(lc - 3, max_words if max_words is not None else lc - 3)
+        device = batch.caps.device
+        caps = torch.full((b, lc), self.config.pad_token_id, dtype=torch.long, device=device)
+        caps[:, 0] = caps[:, 2] = self.config.cls_token_id
+        caps[:, 1] = self.config.sep_token_id
+        out: list[list[int]] = [[] for _ in range(b)]
+        done = torch.zeros(b, dtype=torch.bool, device=device)
+        for step in range(limit):
+            cmasks = torch.zeros(b, lc, dtype=torch.bool, device=device)
+            cmasks[:, : 3 + step] = True
+            logits = self._generation_logits(caps, cmasks, batch.vfeats, batch.vmasks)[:, 2 + step]
+            logits[:, self.config.pad_token_id] = -math.inf
+            word = logits.argmax(-1)
+            for i in range(b):
+                if not done[i]:
+                    if int(word[i]) == self.config.sep_token_id:
+                        done[i] = True
+                    else:
+                        out[i].append(int(word[i]))
+            if bool(done.all()):
+                break
+            caps[:, 3 + step] = word
+        return out
 
 
 def t2v_contrastive_loss(pooled_text: torch.Tensor, pooled_video: torch.Tensor) -> torch.Tensor:
