@@ -3,12 +3,23 @@
 Both routes return the same record per frame (``FrameRegions``), so everything downstream is
 indifferent to where the boxes came from:
 
-- ``DetectorRegions``: torchvision Faster R-CNN (ResNet-50 FPN, COCO's 91-entry label space, as the
-  paper allows a detector trained elsewhere). Boxes with score >= 0.4, at most 5 per frame. For each
-  final box, its feature is the 1024-d box-head output obtained by re-pooling the *final* box through
-  ``roi_heads.box_roi_pool`` + ``box_head`` (the detector itself only keeps features of proposals),
-  and its class distribution is the softmax of ``box_predictor`` on that feature.
-  Weights come from a local file or torchvision's cache and are never downloaded.
+- ``DetectorRegions``: a torchvision Faster R-CNN. Boxes with score >= 0.4, at most 5 per frame
+  (paper 4.1). For each final box, its feature is the box-head output (1024-d for torchvision's
+  heads) obtained by re-pooling the *final* box through ``roi_heads.box_roi_pool`` + ``box_head``
+  (the detector itself only keeps features of proposals), and its class distribution is the
+  softmax of ``box_predictor`` on that feature. Weights come from a local file or torchvision's
+  cache and are never downloaded. Any torchvision-layout Faster R-CNN state dict loads: the layout
+  is read from the file (:func:`detector_layout`: ResNet-50/101/152 FPN with the v1 two-layer box
+  head, or ``fasterrcnn_resnet50_fpn_v2``; the class count from its classifier), and its class
+  names come with it (``classes``: a JSON list or a text file with one name per line, index 0 =
+  background; by default ``WEIGHTS.classes.json`` / ``WEIGHTS.classes.txt`` beside the weights;
+  COCO's 91 names for a 91-class file without one).
+
+  The paper's detector is not torchvision's COCO R50-FPN: 4.1 uses a Faster R-CNN with a
+  ResNet-101 backbone trained on Visual Genome (as ViLBERT), while 3.2.1 takes the class
+  distribution "under the COCO vocabulary". The default file (COCO R50-FPN, the one detector
+  torchvision ships weights for) is therefore a substitute; a Visual Genome ResNet-101 detector in
+  torchvision's layout loads the same way, with its class list.
 - ``GivenBoxRegions``: boxes and labels supplied with the data (the synthetic benchmark's
   ``objects.json``); features and class distribution come from the small ``ObjectClassifier``.
 
@@ -41,6 +52,9 @@ __all__ = [
     "GivenBoxRegions",
     "DetectorRegions",
     "COCO_WEIGHTS_FILE",
+    "DetectorLayout",
+    "detector_layout",
+    "read_class_names",
     "load_detector",
 ]
 
@@ -189,25 +203,114 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_detector(weights: str | os.PathLike | None = None, random_init: bool = False, **kwargs):
-    """torchvision ``fasterrcnn_resnet50_fpn`` in eval mode, weights from a local file.
+@dataclasses.dataclass(frozen=True)
+class DetectorLayout:
+    """What a torchvision Faster R-CNN state dict is: backbone depth, box-head version, class count."""
 
-    weights: a .pth (read with ``torch.load(weights_only=True)``) or .safetensors state dict; None
-    looks in torchvision's cache (``torch.hub.get_dir()/checkpoints``). ``random_init`` builds an
-    untrained detector (tests, throughput). ``kwargs`` go to the torchvision constructor.
+    depth: int = 50  # ResNet depth of the FPN backbone (50, 101, 152)
+    version: int = 1  # 1: fasterrcnn_resnet50_fpn's two-layer MLP box head; 2: fasterrcnn_resnet50_fpn_v2
+    num_classes: int = 91  # including background (index 0)
+
+
+_LAYER3_BLOCKS = {6: 50, 23: 101, 36: 152}  # ResNet depth by its layer3 block count
+
+
+def detector_layout(state: Mapping[str, Any], source: str = "state dict") -> DetectorLayout:
+    """The :class:`DetectorLayout` of a torchvision Faster R-CNN state dict (raises for any other file)."""
+    cls = state.get("roi_heads.box_predictor.cls_score.weight")
+    if cls is None or not any(k.startswith("backbone.body.") for k in state):
+        raise DetectorWeightsError(f"{source}: not fasterrcnn weights in torchvision's layout (no "
+                                   "'roi_heads.box_predictor.cls_score.weight' / 'backbone.body.*' tensors)")
+    blocks = {int(k.split(".")[3]) for k in state if k.startswith("backbone.body.layer3.")}
+    depth = _LAYER3_BLOCKS.get(len(blocks))
+    if depth is None:
+        raise DetectorWeightsError(f"{source}: backbone with {len(blocks)} layer3 blocks is not a ResNet-50/101/152")
+    version = 2 if "roi_heads.box_head.0.0.weight" in state else 1
+    if version == 2 and depth != 50:
+        raise DetectorWeightsError(f"{source}: a v2 box head on a ResNet-{depth} is not a torchvision detector")
+    return DetectorLayout(depth, version, int(cls.shape[0]))
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """A detector's class names: a JSON list, or a text file with one name per line (index 0 = background)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DetectorWeightsError(f"{path}: cannot read the class list ({exc})") from exc
+    if path.suffix == ".json":
+        import json
+
+        try:
+            names = json.loads(text)
+        except ValueError as exc:
+            raise DetectorWeightsError(f"{path}: not JSON ({exc})") from exc
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise DetectorWeightsError(f"{path}: expected a JSON list of class names")
+        return names
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _build_detector(layout: DetectorLayout, **kwargs):
+    from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    if layout.version == 2:
+        return fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=layout.num_classes, **kwargs)
+    if layout.depth == 50:
+        return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=layout.num_classes, **kwargs)
+    backbone = resnet_fpn_backbone(backbone_name=f"resnet{layout.depth}", weights=None, trainable_layers=3)
+    return FasterRCNN(backbone, num_classes=layout.num_classes, **kwargs)
+
+
+def _sidecar_classes(path: Path) -> Path | None:
+    for suffix in (".classes.json", ".classes.txt"):
+        candidate = path.with_name(path.stem + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_detector(weights: str | os.PathLike | None = None, random_init: bool = False,
+                  classes: str | os.PathLike | Sequence[str] | None = None, **kwargs):
+    """A torchvision Faster R-CNN in eval mode, weights from a local file (module docstring).
+
+    weights: a .pth (read with ``torch.load(weights_only=True)``) or .safetensors state dict of any
+    layout :func:`detector_layout` knows; None looks in torchvision's cache
+    (``torch.hub.get_dir()/checkpoints``) for the COCO R50-FPN file. ``classes``: the class names
+    (a list, or a file for :func:`read_class_names`); None: ``WEIGHTS.classes.json|txt`` beside the
+    weights, else COCO's names when the file has 91 classes. ``random_init`` builds an untrained
+    COCO-layout detector (tests, throughput). ``kwargs`` go to the torchvision constructor. The
+    model gets a ``class_names`` attribute.
     """
-    from torchvision.models.detection import fasterrcnn_resnet50_fpn
-
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91, **kwargs)
-    if not random_init:
-        path = Path(weights) if weights is not None else _default_cache_path()
-        state = _load_state_dict(path)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
+    if random_init:
+        model = _build_detector(DetectorLayout(), **kwargs)
+        model.class_names = list(classes) if isinstance(classes, (list, tuple)) else coco_class_names()
+        return model.eval()
+    path = Path(weights) if weights is not None else _default_cache_path()
+    state = _load_state_dict(path)
+    layout = detector_layout(state, str(path))
+    model = _build_detector(layout, **kwargs)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DetectorWeightsError(
+            f"{path}: not fasterrcnn weights of the layout {layout} ({len(missing)} missing tensors e.g. "
+            f"{missing[:3]}, {len(unexpected)} unexpected e.g. {unexpected[:3]})"
+        )
+    if classes is None:
+        classes = _sidecar_classes(path)
+    if classes is None:
+        if layout.num_classes != 91:
             raise DetectorWeightsError(
-                f"{path}: not fasterrcnn_resnet50_fpn COCO weights ({len(missing)} missing tensors e.g. "
-                f"{missing[:3]}, {len(unexpected)} unexpected e.g. {unexpected[:3]})"
-            )
+                f"{path}: a detector with {layout.num_classes} classes needs its class list: pass classes= "
+                f"(JSON list or one name per line) or put {path.stem}.classes.json / .classes.txt beside it")
+        names = coco_class_names()
+    else:
+        names = list(classes) if isinstance(classes, (list, tuple)) else read_class_names(classes)
+    if len(names) != layout.num_classes:
+        raise DetectorWeightsError(f"{path}: the class list has {len(names)} names, the detector {layout.num_classes} "
+                                   "classes (background included)")
+    model.class_names = names
     return model.eval()
 
 
@@ -220,6 +323,8 @@ def coco_class_names() -> list[str]:
 
 class DetectorRegions:
     """Faster R-CNN regions: score >= ``score_threshold``, at most ``max_regions`` boxes per frame.
+
+    Class names: the model's ``class_names`` (set by :func:`load_detector`), else COCO's.
 
     ``min_size``/``max_size``: the detector's input resize (torchvision defaults 800/1333).
     """
@@ -237,15 +342,16 @@ class DetectorRegions:
             self.model.transform.min_size = (min_size,)
         if max_size is not None:
             self.model.transform.max_size = max_size
-        self._class_names = coco_class_names()
+        self._class_names = list(getattr(model, "class_names", None) or coco_class_names())
 
     @classmethod
-    def from_weights(cls, weights: str | os.PathLike | None = None, random_init: bool = False, **kwargs) -> "DetectorRegions":
-        return cls(load_detector(weights, random_init=random_init), **kwargs)
+    def from_weights(cls, weights: str | os.PathLike | None = None, random_init: bool = False,
+                     classes: str | os.PathLike | Sequence[str] | None = None, **kwargs) -> "DetectorRegions":
+        return cls(load_detector(weights, random_init=random_init, classes=classes), **kwargs)
 
     @property
     def feature_dim(self) -> int:
-        return int(self.model.roi_heads.box_head.fc7.out_features)
+        return int(self.model.roi_heads.box_predictor.cls_score.in_features)
 
     @property
     def class_names(self) -> list[str]:
@@ -254,7 +360,8 @@ class DetectorRegions:
     @torch.no_grad()
     def detect(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """images float [B, 3, H, W] in [0, 1] -> per image {"boxes" [n, 4] source pixels,
-        "features" [n, 1024], "class_probs" [n, 91], "scores" [n]}, n <= max_regions."""
+        "features" [n, Dr] (1024 for torchvision's heads), "class_probs" [n, K] (91 for COCO), "scores" [n]},
+        n <= max_regions."""
         model = self.model
         images = images.to(self.device)
         original_sizes = [tuple(img.shape[-2:]) for img in images]
