@@ -131,3 +131,31 @@ def test_resume_differences_sorts_keys_into_refused_and_changed():
     other = {"data": {"clips_per_sample": 5, "num_workers": 4, "store": "b"}, "optim": {"lr": 2e-3},
              "train": {"batch_size": 4, "log_every": 5, "seed": 1}, "model": {"hidden_size": 16}}
     assert resume_differences(base, other) == (["data.clips_per_sample", "train.seed"], ["optim.lr"])
+
+
+# ---- the command line
+
+
+def test_expected_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    from actbert.cli import main
+
+    args = ["pretrain", "--config", "tiny", "--set", "optim.warmup_steps=-1", "--out", str(tmp_path / "run")]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("actbert pretrain: ") and "tiny.yaml" in err and "optim.warmup_steps must be >= 0" in err
+    with pytest.raises(ConfigError, match="optim.warmup_steps"):
+        main([*args, "--debug"])
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_help_lists_every_command_and_option_defaults(capsys):
+    from actbert.cli import COMMANDS, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    assert all(name in top for name in COMMANDS)
+    with pytest.raises(SystemExit):
+        main(["train-object-classifier", "--help"])
+    assert "(default: 128)" in capsys.readouterr().out  # --batch-size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = ("extract action features (3D CNN, per clip and per second) and region features (detector or given boxes) "
         "into a feature store; on an existing store, fills the per-second features its records lack")
@@ -51,4 +52,8 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if report.failures_path is not None and (report.failed or report.narration_problems):
         print(f"failures: {report.failures_path}")
+    if report.failed:  # the good videos are stored; a script still learns that some are not
+        print(f"actbert extract: {len(report.failed)} of {report.assigned} video(s) failed; see "
+              f"{report.failures_path}", file=sys.stderr)
+        return 1
     return 0

@@ -1,4 +1,4 @@
-"""``actbert pretrain``: ActBERT pretraining on a feature store + narrations (or random features)."""
+"""``actbert pretrain``: pretrain any registered model family on a feature store + narrations (or random features)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import json
 import os
 from pathlib import Path
 
-HELP = "pretrain ActBERT (four tasks) from a preset; torchrun for several processes/nodes"
+HELP = "pretrain a model (ActBERT, PaddleVideo, VLM, HERO, VideoBERT) from a preset; torchrun for several processes/nodes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from actbert.models.registry import PRESET_DIR
+
+    presets = ", ".join(sorted(p.stem.replace("_", "-") for p in PRESET_DIR.glob("*.yaml")))
     parser.add_argument("--config", default=None,
-                        help="preset YAML (configs/tiny|small|base.yaml, or just tiny|small|base); "
-                             "with --resume defaults to RUN_DIR/config.yaml")
+                        help=f"a preset name ({presets}) or a YAML file; with --resume defaults to RUN_DIR/config.yaml")
+    parser.epilog = (f"Config keys: the sections model / data / optim / train of any preset (see {PRESET_DIR} and "
+                     "docs/pretraining.md); an unknown key is an error naming it. Add --debug for the traceback of an error.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set optim.lr=1e-4 --set data.random=true (repeatable)")
     parser.add_argument("--out", default="runs/pretrain", help="run folder: checkpoints, metrics.jsonl/png, model/")

@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout-fraction", type=float, default=0.2, help="videos held out when the benchmark has no val/test split")
     parser.add_argument("--cache", default=None, help="folder for decoded clip windows (.npy) reused across runs")
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips during training")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of initialisation, clip order and augmentation")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
 
