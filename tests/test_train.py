@@ -321,3 +321,55 @@ def test_old_lr_scale_key_in_a_config_file_names_its_replacement(tmp_path):
     path.write_text(preset.replace("optim:\n", "optim:\n  match_lr_scale: 10.0\n", 1))
     with pytest.raises(ConfigError, match="old.yaml: optim.match_lr_scale: replaced by optim.lr_scales"):
         load_pretrain_config(path)
+
+
+def test_ddp_with_dropout_draws_other_masks_per_rank_and_resumes_exactly(random_dir, tmp_path):
+    # dropout on: each rank must draw its own masks (rank r seeds seed + 7919 r), and a stopped two-process
+    # run must resume to exactly the uninterrupted one (every rank's RNG state is in the checkpoint)
+    common = overrides(random_dir, "train.batch_size=4", "train.max_steps=6", "train.checkpoint_every=3")
+    assert load_pretrain_config("tiny", common).model.hidden_dropout > 0
+
+    def torchrun(out: Path, *extra: str, resume: bool = False) -> None:
+        sets = [a for s in (*common, *extra) for a in ("--set", s)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "actbert.cli", "pretrain", "--config", "tiny", "--out", str(out), *sets, *(["--resume"] if resume else [])]
+        done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    torchrun(full)
+    ckpt = load_checkpoint(full / "checkpoints" / "step-0000003.pt")
+    # the two ranks' generators differ at every checkpoint, so their dropout masks differ
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    g = [torch.Generator().set_state(state["torch"]) for state in ckpt["rng"]]
+    masks = [torch.rand(1000, generator=gen) < 0.9 for gen in g]  # the next dropout mask each rank would draw
+    assert (masks[0] != masks[1]).float().mean() > 0.1
+
+    torchrun(stopped, "train.stop_after=3")
+    assert not (stopped / "model").exists() and latest_checkpoint(stopped).name == "step-0000003.pt"
+    torchrun(stopped, resume=True)
+    assert losses_only(read_metrics(stopped / "metrics.jsonl")) == losses_only(read_metrics(full / "metrics.jsonl"))
+    pa, pb = load_file(stopped / "model" / "model.safetensors"), load_file(full / "model" / "model.safetensors")
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pb)
+
+
+def test_text_init_warning_for_a_bert_base_text_stream(random_dir, tmp_path, capsys, monkeypatch):
+    from actbert.models.registry import load_model_config
+
+    base = load_model_config("base")
+    assert "BERT-base" in base.text_init_warning() and "model.text_init" in base.text_init_warning()
+    import dataclasses
+
+    assert dataclasses.replace(base, text_init="/data/bert-base-uncased").text_init_warning() is None
+    assert load_model_config("small").text_init_warning() is None  # MiniLM-initialised
+    assert load_model_config("tiny").text_init_warning() is None  # no BERT-base to start from
+    # the loop prints the config's warning once at the start of pretraining (here: tiny, made to warn)
+    from actbert.models.actbert import ActBertConfig
+
+    quick = ("train.max_steps=1", "train.checkpoint_every=0")
+    train(tiny(random_dir, *quick), tmp_path / "tiny")
+    assert "warning: model.text_init" not in capsys.readouterr().err
+    message = base.text_init_warning()
+    monkeypatch.setattr(ActBertConfig, "text_init_warning", lambda self: message)
+    train(tiny(random_dir, *quick), tmp_path / "warned")
+    assert capsys.readouterr().err.count("warning: model.text_init is not set") == 1

@@ -140,13 +140,16 @@ def test_pick_answers_tie_rule():
     assert qa.pick_answers(scores, ["a", "b", "c"]) == ["b", "a|b"]
 
 
-def test_joint_finetuning_lowers_both_losses_and_evaluates(assembler, tokenizer, store, synth_tiny):
+def test_joint_finetuning_lowers_the_fill_in_blank_loss_and_evaluates(assembler, tokenizer, store, synth_tiny):
+    # Both losses are trained and logged; only the fill-in-the-blank one is asserted to fall: in these
+    # 24 steps the matching part moves from 0.694 to 0.690 (first / last 4 steps), within its noise.
     torch.manual_seed(0)
     model = tiny_model(store, tokenizer)
     bench = Benchmark(synth_tiny)
     settings = qa.VideoQASettings(steps=24, lr=2e-3, train_batch=4, fib_batch=6)
     log = qa.finetune(model, assembler, bench, settings)
     assert len(log.losses) == 24 and set(log.parts) == {"match", "fill_in_blank"}
+    assert len(log.parts["match"]) == 24 and all(np.isfinite(log.parts["match"]))
     fib = log.parts["fill_in_blank"]
     assert np.mean(fib[-4:]) < np.mean(fib[:4]) - 0.5
     assert np.mean(log.losses[-4:]) < np.mean(log.losses[:4])
@@ -155,9 +158,22 @@ def test_joint_finetuning_lowers_both_losses_and_evaluates(assembler, tokenizer,
     assert [r["dataset"] for r in records] == ["msrvtt", "lsmdc"]
     for r in records:
         assert r["protocol"].endswith("fine-tuned") and r["variant"] == "tiny"
-        assert 0.0 <= r["metrics"]["accuracy"] <= 100.0
     mc, fib_record = records
     assert len(mc["scores"]) == len(mc["answers"]) and all(len(s) == 5 for s in mc["scores"])
+    # accuracies recomputed from the raw annotation files: MC = the true candidate strictly highest,
+    # FIB = the prediction equals the answer (lower-cased)
+    import csv
+
+    with open(bench.msrvtt_mc, newline="") as f:
+        mc_rows = {row["key"]: int(row["answer"]) for row in csv.DictReader(f, delimiter="\t")}
+    hits = [s[mc_rows[q]] > max(v for j, v in enumerate(s) if j != mc_rows[q]) for q, s in zip(mc["questions"], mc["scores"])]
+    assert len(hits) == len(mc_rows)
+    assert mc["metrics"]["accuracy"] == pytest.approx(100.0 * np.mean(hits))
+    with open(bench.lsmdc("test"), newline="") as f:
+        fib_answers = [row[4].strip().lower() for row in csv.reader(f, delimiter="\t")]
+    assert len(fib_answers) == len(fib_record["predictions"])
+    fib_hits = [p.strip().lower() == a for p, a in zip(fib_record["predictions"], fib_answers)]
+    assert fib_record["metrics"]["accuracy"] == pytest.approx(100.0 * np.mean(fib_hits))
     assert all(isinstance(p, str) and p for p in fib_record["predictions"])
     # one subtask only
     only = qa.evaluate(model, assembler, bench, qa.VideoQASettings(subtasks=["fill_in_blank"]))
