@@ -229,3 +229,42 @@ def test_all_tasks_run_on_the_toy_model(task_setup, task, tmp_path):
     registry.save_finetuned(task, model, folder)
     again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+
+
+class ToyOneTaskPerBatch(ToyDualModel):
+    """Reports one of its two losses per batch, alternating (as HERO draws one task per batch)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls = 0
+
+    def loss_names(self):
+        return ["contrastive", "mlm"]
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        self.calls += 1
+        name = "contrastive" if self.calls % 2 else "mlm"
+        return PretrainingOutput(loss=out.losses[name], losses={name: out.losses[name]})
+
+
+def test_a_loss_is_averaged_only_over_the_steps_that_report_it(toy_registered, tmp_path):
+    from actbert.train.config import load_pretrain_config
+    from actbert.train.loop import train
+    from actbert.train.metrics_log import read_metrics
+
+    model_registry.register_architecture("toy_dual", ToyOneTaskPerBatch)
+    try:
+        path = tmp_path / "toy.yaml"
+        path.write_text(YAML.replace("RANDOM_DIR", str(tmp_path / "random")).replace("max_steps: 6", "max_steps: 4"))
+        train(load_pretrain_config(path), tmp_path / "run")
+    finally:
+        model_registry.register_architecture("toy_dual", ToyDualModel)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    # step 1 draws contrastive, step 2 mlm, ...: the other name is null (no value), never a stale or NaN one
+    assert [r["mlm"] is None for r in records] == [True, False, True, False]
+    assert [r["contrastive"] is None for r in records] == [False, True, False, True]
+    for r in records:
+        assert r["loss"] == pytest.approx(r["contrastive"] if r["mlm"] is None else r["mlm"], rel=1e-6)
+    png = (tmp_path / "run" / "metrics.png").read_bytes()
+    assert png[:4] == b"\x89PNG"

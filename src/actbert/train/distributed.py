@@ -61,6 +61,14 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of ``values`` over processes (identity in a single process)."""
+    if info.enabled:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean of ``values`` over processes (identity in a single process)."""
     if info.enabled:

@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from actbert.config import ConfigError, save_yaml, to_dict
+from actbert.errors import ActBertError
 from actbert.data.collate import ResumableDistributedSampler, make_loader
 from actbert.data.corpus import CorpusError
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
@@ -320,8 +321,12 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     first: dict[str, float] | None = None
     last: dict[str, float] | None = None
     window_start, window_samples, window_tokens = time.perf_counter(), 0, 0
-    loss_names: list[str] | None = None  # the model's, in its order (from the first batch)
+    # the model's loss names, in its order: declared (``loss_names()``; needed by a family whose
+    # batches report different losses, e.g. one task per batch) or those of the first batch
+    declared = getattr(raw_model, "loss_names", None)
+    loss_names: list[str] | None = list(declared()) if callable(declared) else None
     loss_sums: torch.Tensor | None = None  # total + each named loss, over the log window
+    loss_counts: torch.Tensor | None = None  # steps (fractions of one per micro-batch) that reported each
     window_steps = 0
     interrupted = False
 
@@ -344,8 +349,18 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                     (out.loss / t.grad_accum_steps).backward()
                 if loss_names is None:
                     loss_names = list(out.losses)
+                if loss_sums is None:
                     loss_sums = torch.zeros(len(loss_names) + 1, device=device)
-                loss_sums += torch.stack([out.loss.detach().float()] + [out.losses[k].detach().float() for k in loss_names]) / t.grad_accum_steps
+                    loss_counts = torch.zeros(len(loss_names) + 1, device=device)
+                unknown = [k for k in out.losses if k not in loss_names]
+                if unknown:
+                    raise ActBertError(f"{type(raw_model).__name__} reported losses {unknown} not among {loss_names}; "
+                                          "a family whose batches report different losses declares them in loss_names()")
+                zero = out.loss.detach().float() * 0
+                present = torch.tensor([1.0] + [float(k in out.losses) for k in loss_names], device=device)
+                values = [out.loss.detach().float()] + [out.losses[k].detach().float() if k in out.losses else zero for k in loss_names]
+                loss_sums += torch.stack(values) / t.grad_accum_steps
+                loss_counts += present / t.grad_accum_steps
                 window_tokens += batch.num_tokens()
             if o.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(raw_model.parameters(), o.grad_clip)
@@ -360,7 +375,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             progress.update(1)
 
             if step % t.log_every == 0 or step == t.max_steps:
-                means = distributed.all_reduce_mean(loss_sums / window_steps, info).tolist()
+                sums, counts = distributed.all_reduce_sum(loss_sums, info), distributed.all_reduce_sum(loss_counts, info)
+                means = [float(v) if c > 0 else None for v, c in zip((sums / counts.clamp(min=1e-12)).tolist(), counts.tolist())]
                 tokens = distributed.all_reduce_mean(torch.tensor([float(window_tokens)], device=device), info).item()
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 record = {"step": step, "epoch": epoch, **dict(zip(["loss", *loss_names], means)), "lr": lr,
@@ -371,6 +387,7 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                 first = first or record
                 last = record
                 loss_sums.zero_()
+                loss_counts.zero_()
                 window_steps, window_samples, window_tokens = 0, 0, 0
                 window_start = time.perf_counter()
             if t.checkpoint_every > 0 and step % t.checkpoint_every == 0 and step < t.max_steps:

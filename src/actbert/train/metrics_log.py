@@ -13,7 +13,18 @@ from typing import Any
 
 from actbert.utils.io import atomic_write_text
 
-LOSS_KEYS = ("loss", "mlm", "action", "region", "match")
+LOSS_KEYS = ("loss", "mlm", "action", "region", "match")  # ActBERT's (the paper model's) names
+NOT_LOSSES = ("step", "epoch", "lr", "samples_per_s", "tokens_per_s")
+
+
+def loss_keys(records: list[dict[str, Any]]) -> list[str]:
+    """Every loss a run logged (any family's names), total first, in first-seen order."""
+    keys: list[str] = []
+    for r in records:
+        for k, v in r.items():
+            if k not in NOT_LOSSES and k not in keys and (v is None or isinstance(v, (int, float))):
+                keys.append(k)
+    return sorted(keys, key=lambda k: k != "loss")
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -66,9 +77,9 @@ def plot_metrics(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> 
 
     steps = [r["step"] for r in records]
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in LOSS_KEYS:
-        if all(key in r for r in records):
-            ax_loss.plot(steps, [r[key] for r in records], label="total" if key == "loss" else key, linewidth=2 if key == "loss" else 1)
+    for key in loss_keys(records):  # a step without a value for a loss (null) leaves a gap
+        values = [float("nan") if r.get(key) is None else r[key] for r in records]
+        ax_loss.plot(steps, values, label="total" if key == "loss" else key, linewidth=2 if key == "loss" else 1)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("pretraining losses")

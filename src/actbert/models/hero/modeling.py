@@ -15,13 +15,12 @@ The encoder (:meth:`HierarchicalEncoder.forward`):
    Transformer over the whole video.
 
 ``forward(batch)`` runs the batch's task (``batch.task``: one task per mini-batch, as HERO trains)
-and returns :class:`HeroPretrainingOutput` with every task's name in ``losses`` (module note on
-logging below). Capabilities for the downstream tasks are in :mod:`actbert.models.hero.capabilities`.
+and returns :class:`HeroPretrainingOutput` whose ``losses`` hold that task's loss alone; the
+loop averages each name over the steps that reported it (``loss_names`` declares them all). Capabilities for the downstream tasks are in :mod:`actbert.models.hero.capabilities`.
 """
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from dataclasses import dataclass, field
@@ -192,7 +191,6 @@ class HeroForPretraining(VideoTextModel):
         self.q_feat_attn = QueryEncoder(config)
         self.apply(self._init_weights)
         self.vsm_calls = 0  # training VSM batches seen by this process (hard negatives start after hard_negative_start_step)
-        self._last_losses: dict[str, torch.Tensor] = {}
 
     def _init_weights(self, module: nn.Module) -> None:
         """Upstream ``init_weights``: normal(initializer_range) for Linear / Embedding, zero bias, LN = 1/0;
@@ -348,18 +346,15 @@ class HeroForPretraining(VideoTextModel):
     def forward(self, batch: HeroBatch, capture: dict | None = None) -> HeroPretrainingOutput:
         """One pretraining step's loss: the batch's task only (HERO samples one task per mini-batch).
 
-        ``losses`` holds every task of ``config.tasks``: the batch's own loss, and for the others
-        their most recent value in this process (detached; NaN before a task was first drawn),
-        because the shared loop logs every name at every step.
+        ``losses`` = ``{batch.task: loss}``; the shared loop logs each task's mean over the steps
+        that drew it (the names are declared by :meth:`loss_names`).
         """
         head = self.run_task(batch, capture)
-        loss = head.loss
-        self._last_losses[batch.task] = loss.detach().float()
-        nan = torch.full((), math.nan, device=loss.device)
-        losses = {t: (loss if t == batch.task else self._last_losses.get(t, nan).to(loss.device)) for t in self.config.tasks}
-        if batch.task not in losses:
-            losses[batch.task] = loss
-        return HeroPretrainingOutput(loss=loss, losses=losses, task=batch.task, head=head)
+        return HeroPretrainingOutput(loss=head.loss, losses={batch.task: head.loss}, task=batch.task, head=head)
+
+    def loss_names(self) -> list[str]:
+        """Every task this model may draw, in ``config.tasks`` order (one per batch)."""
+        return list(self.config.tasks)
 
     # ---- interface
 
