@@ -30,12 +30,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from actbert.tasks import registry
     from actbert.tasks.common import Benchmark, TaskError, fresh_model, write_results
+    from actbert.utils.io import check_writable
 
     registry.task_module(args.task)
     settings = registry.make_settings(args.task, args.overrides)
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise TaskError(f"{model_dir}: model folder not found")
+    check_writable(args.out, "--out")  # before anything is computed: a read-only --out would lose it all
     if args.no_pretraining:
         if args.task in ("captioning", "segmentation"):
             raise TaskError(f"{args.task}: --no-pretraining needs fine-tuning first (`actbert finetune {args.task} --no-pretraining`)")

@@ -45,7 +45,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from actbert.tasks import registry
     from actbert.tasks.common import Benchmark, TaskError, fresh_model, load_model, write_results
-    from actbert.utils.io import atomic_write_json
+    from actbert.utils.io import atomic_write_json, check_writable
 
     registry.task_module(args.task)  # unknown task -> clear error before anything loads
     settings = registry.make_settings(args.task, args.overrides)
@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
         raise TaskError(f"{model_dir}: not a model folder (no config.json; expected save_pretrained output)")
+    check_writable(args.out, "--out")  # before anything is computed: a read-only --out would lose it all
     bench = Benchmark(args.data)
     model = fresh_model(model_dir) if args.no_pretraining else load_model(model_dir)
     assembler = registry.build_assembler(args.store, model)

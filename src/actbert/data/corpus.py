@@ -23,6 +23,14 @@ for every 1 FPS frame. This module joins them with the narration text:
 
 Bad input raises :class:`CorpusError` (a ``ValueError``) naming the store / narration file and the
 video id; :meth:`Corpus.check` lets a batch job skip such videos and report them instead.
+
+Narration problems are skipped per segment, as mine-verbs and extract skip them
+(:func:`actbert.text.verbs.video_clips`): a bad segment (start > end, not a number, empty text)
+drops that segment only, a malformed entry (a field missing, lists of different lengths) its video
+only; :func:`load_narrations` keeps them in ``problems`` and :meth:`Corpus.check` reports those of
+its videos (``{video_id, file, stage: "narrations", index?, error}``, the shape of extract's
+failures.json). A store clip that starts after the video's last frame period (a store extracted
+before extract dropped segments past the video's end) is dropped and reported the same way.
 """
 
 from __future__ import annotations
@@ -82,33 +90,43 @@ class VideoClips:
         return int(self.clip_times.shape[0])
 
 
-def load_narrations(path: str | os.PathLike) -> dict[str, Narration]:
-    """Read a HowTo100M-style ``caption.json``: ``{video_id: {"start": [..], "end": [..], "text": [..]}}``."""
+class Narrations(dict):
+    """``{video_id: Narration}`` read from a narrations file, with what was skipped on the way.
+
+    ``problems``: one ``{video_id, file, stage: "narrations", index?, error}`` per skipped segment
+    (``index`` set) or entry.
+    """
+
+    def __init__(self, items: Mapping[str, Narration] | None = None, problems: list[dict] | None = None):
+        super().__init__(items or {})
+        self.problems: list[dict] = list(problems or [])
+
+
+def load_narrations(path: str | os.PathLike) -> Narrations:
+    """Read a HowTo100M-style ``caption.json``: ``{video_id: {"start": [..], "end": [..], "text": [..]}}``.
+
+    Bad segments and entries are skipped and kept in ``problems`` (module docstring); a file that is
+    not such a mapping raises :class:`CorpusError`.
+    """
+    from actbert.text.verbs import NarrationError, video_clips
+
     path = Path(path)
     raw = read_json(path, "narration file")
     if not isinstance(raw, Mapping):
         raise CorpusError(f"{path}: expected a mapping video_id -> {{start, end, text}}")
-    out: dict[str, Narration] = {}
+    out = Narrations()
     for video_id, entry in raw.items():
-        if not isinstance(entry, Mapping) or not all(k in entry for k in ("start", "end", "text")):
-            raise CorpusError(f"{path}: video {video_id!r}: expected keys 'start', 'end', 'text'")
-        start, end, text = entry["start"], entry["end"], entry["text"]
-        if not (len(start) == len(end) == len(text)):
-            raise CorpusError(
-                f"{path}: video {video_id!r}: 'start' ({len(start)}), 'end' ({len(end)}) and 'text' ({len(text)}) "
-                "must have the same length"
-            )
+        video_id = str(video_id)
         try:
-            s = np.asarray(start, dtype=np.float64)
-            e = np.asarray(end, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise CorpusError(f"{path}: video {video_id!r}: 'start'/'end' must be numbers") from exc
-        if not (np.all(np.isfinite(s)) and np.all(np.isfinite(e))):
-            raise CorpusError(f"{path}: video {video_id!r}: 'start'/'end' contain NaN or infinity")
-        if np.any(e < s):
-            bad = int(np.nonzero(e < s)[0][0])
-            raise CorpusError(f"{path}: video {video_id!r}: segment {bad} ends ({e[bad]}) before it starts ({s[bad]})")
-        out[str(video_id)] = Narration(s, e, [str(t) for t in text])
+            clips, skipped = video_clips(str(path), video_id, entry)
+        except NarrationError as exc:
+            out.problems.append({"video_id": video_id, "file": str(path), "stage": "narrations", "error": str(exc)})
+            continue
+        out.problems.extend({"video_id": video_id, "file": str(path), "stage": "narrations", "index": f["index"],
+                             "error": f["error"]} for f in skipped)
+        if clips:
+            out[video_id] = Narration(np.array([c.start for c in clips], np.float64),
+                                      np.array([c.end for c in clips], np.float64), [c.text for c in clips])
     return out
 
 
@@ -192,10 +210,12 @@ class Corpus:
         self.store_name = str(getattr(store, "root", store))
         if isinstance(narrations, (str, os.PathLike)):
             self.narrations_name = str(narrations)
-            self.narrations = load_narrations(narrations)
+            narrations = load_narrations(narrations)
         else:
             self.narrations_name = "narrations"
-            self.narrations = dict(narrations)
+        self.narration_problems: list[dict] = list(getattr(narrations, "problems", []))
+        self.narrations = dict(narrations)
+        self._clip_problems: dict[str, list[dict]] = {}  # per video: store clips dropped by _load
         self.tokenizer = tokenizer
         self.region_frames = region_frames
         self.frames_per_clip = int(frames_per_clip)
@@ -244,8 +264,13 @@ class Corpus:
             self._cache.popitem(last=False)
         return clips
 
-    def check(self) -> tuple[list[str], list[dict[str, str]]]:
-        """Load every video once: (usable ids, failures ``[{"video_id", "error"}]``)."""
+    def check(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """Load every video once: (usable ids, failures).
+
+        failures: ``{"video_id", "error"}`` per video skipped, then ``{"video_id", "file", "stage":
+        "narrations", "index"?, "error"}`` per narration segment or store clip skipped in a video of
+        this corpus (the video itself may still be used).
+        """
         good, failures = [], []
         for video_id in self.video_ids:
             try:
@@ -256,6 +281,10 @@ class Corpus:
                 failures.append({"video_id": video_id, "error": str(exc)})
             else:
                 good.append(video_id)
+        mine = set(self.video_ids)
+        failures.extend(p for p in self.narration_problems if p["video_id"] in mine)
+        for video_id in self.video_ids:
+            failures.extend(self._clip_problems.get(video_id, []))
         return good, failures
 
     def _load(self, video_id: str) -> VideoClips:
@@ -272,6 +301,20 @@ class Corpus:
         action_features = _finite(feats.action_features, where, "action_features", (num_clips, None))
         action_targets = _finite(feats.action_targets, where, "action_targets", (num_clips, None))
         frame_times = np.asarray(feats.frame_times, dtype=np.float64)
+        if len(frame_times):
+            # the video ends within one frame period after its last frame: a clip starting later is past its end
+            period = float(frame_times[-1] - frame_times[-2]) if len(frame_times) > 1 else 1.0
+            video_end = float(frame_times[-1]) + period
+            inside = clip_times[:, 0] < video_end
+            self._clip_problems[video_id] = [
+                {"video_id": video_id, "file": self.store_name, "stage": "narrations", "index": int(c),
+                 "error": f"{where}: clip {int(c)} starts at {clip_times[c, 0]:g} s, after the video's end (its frames stop "
+                          f"before {video_end:g} s): clip skipped (re-extract the video: extract now drops such segments)"}
+                for c in np.nonzero(~inside)[0]
+            ]
+            if not inside.all():
+                clip_times, action_features, action_targets = clip_times[inside], action_features[inside], action_targets[inside]
+                num_clips = clip_times.shape[0]
         region_features = _finite(feats.region_features, where, "region_features", (len(frame_times), None, None))
         region_locations = _finite(feats.region_locations, where, "region_locations", (len(frame_times), None, 5))
         region_probs = _finite(feats.region_class_probs, where, "region_class_probs", (len(frame_times), None, None))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -168,9 +169,16 @@ def batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 # ----------------------------------------------------------------------------- results
 
 
+def _name_part(text: str) -> str:
+    """``text`` as a file-name part: letters, digits, ``_``, ``.`` and ``-`` only (spaces, commas, slashes ->
+    one ``-``), so result files need no quoting in shells, CSV lists or ``--out`` globs."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9_.\-]", "-", str(text))).strip("-.")
+
+
 def result_name(record: Mapping[str, Any]) -> str:
+    """``task_dataset_protocol_variant`` of a record, e.g. ``retrieval_msrvtt_1k-A-zero-shot_pretrained``."""
     parts = [record["task"], record.get("dataset", ""), record.get("protocol", ""), record.get("variant", "")]
-    return "_".join(p.replace("/", "-").replace(" ", "-") for p in parts if p)
+    return "_".join(_name_part(p) for p in parts if _name_part(p))
 
 
 def result_row(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ __all__ = [
     "NarrationError",
     "Clip",
     "NarrationSet",
+    "video_clips",
     "read_narrations",
     "VerbMiner",
     "count_clip_verbs",
@@ -120,8 +121,15 @@ class NarrationSet:
         return out
 
 
-def _video_clips(path: str, video_id: str, entry) -> tuple[list[Clip], list[dict]]:
-    """Clips of one video entry; raises NarrationError for a malformed entry, reports empty segments."""
+def video_clips(path: str, video_id: str, entry) -> tuple[list[Clip], list[dict]]:
+    """Clips of one video entry of a narrations file: ``(clips, skipped)``.
+
+    A malformed *entry* (not an object, a field missing or not a list, lists of different lengths,
+    no segment) raises :class:`NarrationError`. A bad *segment* (start/end not a finite number,
+    ``start < 0`` or ``end < start``, text not a string or empty) is dropped alone and listed in
+    ``skipped`` as ``{video_id, index, error}``: the entry's other segments are kept. Every stage
+    that reads narrations (mine-verbs, extract, train-action-encoder, pretraining) uses this.
+    """
     where = f"{path}: video {video_id!r}"
     if not isinstance(entry, Mapping):
         raise NarrationError(f"{where}: expected an object with 'start', 'end', 'text' lists, got {type(entry).__name__}")
@@ -140,18 +148,26 @@ def _video_clips(path: str, video_id: str, entry) -> tuple[list[Clip], list[dict
         raise NarrationError(f"{where}: no narration segments (empty 'text' list)")
     clips, skipped = [], []
     for i, (start, end, text) in enumerate(zip(lists["start"], lists["end"], lists["text"])):
-        for field, value in (("start", start), ("end", end)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise NarrationError(f"{where}: field {field!r}[{i}] must be a finite number, got {value!r}")
-        if end < start or start < 0:
-            raise NarrationError(f"{where}: segment {i} has start={start} end={end} (need 0 <= start <= end)")
-        if not isinstance(text, str):
-            raise NarrationError(f"{where}: field 'text'[{i}] must be a string, got {type(text).__name__}")
-        if not text.strip():
-            skipped.append({"video_id": video_id, "index": i, "error": f"{where}: field 'text'[{i}] is empty"})
+        error = _segment_error(where, i, start, end, text)
+        if error:
+            skipped.append({"video_id": str(video_id), "index": i, "error": error})
             continue
         clips.append(Clip(str(video_id), i, float(start), float(end), text))
     return clips, skipped
+
+
+def _segment_error(where: str, i: int, start, end, text) -> str | None:
+    """Why segment ``i`` cannot be used (None: it can)."""
+    for field, value in (("start", start), ("end", end)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"{where}: field {field!r}[{i}] must be a finite number, got {value!r}: segment skipped"
+    if end < start or start < 0:
+        return f"{where}: segment {i} has start={start} end={end} (need 0 <= start <= end): segment skipped"
+    if not isinstance(text, str):
+        return f"{where}: field 'text'[{i}] must be a string, got {type(text).__name__}: segment skipped"
+    if not text.strip():
+        return f"{where}: field 'text'[{i}] is empty: segment skipped"
+    return None
 
 
 def read_narrations(
@@ -161,7 +177,8 @@ def read_narrations(
 
     video_ids: keep only these videos (a requested id missing from the file is a failure).
     strict: raise ``NarrationError`` (naming the file, video id and field) at the first bad entry or
-    empty segment; otherwise bad videos / empty segments are skipped and listed in ``failures``.
+    bad segment; otherwise a bad entry drops its video and a bad segment only itself (``video_clips``),
+    each listed in ``failures``.
     """
     path_str = str(path)
     data = read_json(path, "narrations file")
@@ -178,7 +195,7 @@ def read_narrations(
             failures.append({"video_id": video_id, "error": error})
             continue
         try:
-            video_clips, skipped = _video_clips(path_str, video_id, data[video_id])
+            entry_clips, skipped = video_clips(path_str, video_id, data[video_id])
         except NarrationError as exc:
             if strict:
                 raise
@@ -186,7 +203,7 @@ def read_narrations(
             continue
         if skipped and strict:
             raise NarrationError(skipped[0]["error"])
-        clips.extend(video_clips)
+        clips.extend(entry_clips)
         failures.extend(skipped)
     return NarrationSet(path_str, clips, failures)
 

@@ -37,7 +37,25 @@ rerun is removed from it.
 Videos without narration. A video with no narration entry, or whose entry has no usable segment,
 is still stored: region features for all its frames and zero clips (C = 0); the sample builder
 skips it. A malformed narration entry is also listed in failures.json (stage "narrations") so it is
-not silent.
+not silent; so is each bad segment of an otherwise good entry (start > end, not a number, empty
+text), which is dropped alone.
+
+Segments past the video's end. A segment that starts at or after the video's end (``probe``'s
+duration) is dropped; one that ends more than ``END_TOLERANCE_S`` after it is clamped to end there
+(its action window is then centred inside the video). Both are listed in failures.json (stage
+"narrations"). An end up to ``END_TOLERANCE_S`` late is kept as it is: narration times are rounded
+and a container's duration is that of its last frame, so such an end is no error (and its clip
+window, shifted inside the video like every window near the end, is the same).
+
+A full disk. The first write that fails with "no space left on device" (or an exhausted quota)
+stops the run with a :class:`~actbert.utils.io.DiskFullError` naming the file it was writing: no
+video is blamed for it, nothing further is computed, and the records already written stay (the
+same command resumes once there is space). failures.json is updated on the way out when it still
+fits.
+
+Progress. One bar counts videos; a second one moves within the current video, one step per 1 FPS
+frame (regions, ``REGION_FRAMES_PER_CALL`` at a time), per clip window and per per-second window
+(``on_step(video_id, done, total)`` sees the same counts).
 """
 
 from __future__ import annotations
@@ -60,7 +78,7 @@ from actbert.data.store import (
     enable_second_features,
 )
 from actbert.errors import ActBertError
-from actbert.utils.io import atomic_write_json, read_json
+from actbert.utils.io import DiskFullError, atomic_write_json, is_disk_full, read_json
 from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps, probe, sample_times
 from actbert.video.regions import FrameRegions, stack_frames
 
@@ -72,6 +90,7 @@ __all__ = [
     "list_videos",
     "ExtractReport",
     "extract_videos",
+    "clips_within",
     "second_centres",
     "per_second_features",
     "extract_features",
@@ -83,6 +102,10 @@ CLIPS_PER_DECODE = 32  # clip windows decoded per pass (bounds memory: 32 x T x 
 # per-second windows decoded per pass: each pass decodes the file from its start up to the pass's
 # last window, so fewer, larger passes decode less (64 x 32 x 112 x 112 x 3 bytes = 77 MB at most)
 SECONDS_PER_DECODE = 64
+# 1 FPS frames given to the region extractor per call: the progress bar moves between calls (a
+# detector on a CPU takes seconds per frame); a multiple of the detector's batch size
+REGION_FRAMES_PER_CALL = 16
+END_TOLERANCE_S = 0.5  # a narration end this late is rounding, not an error (module docstring)
 
 
 class ShardError(ActBertError):
@@ -186,7 +209,7 @@ class ExtractReport:
     skipped: list[str]  # already in the store
     failed: list[dict]  # {video_id, file, stage: "extract", error}: not stored
     without_clips: list[str]  # stored with C = 0
-    narration_problems: list[dict]  # {video_id, file, stage: "narrations", error}: stored, clips skipped
+    narration_problems: list[dict]  # {video_id, file, stage: "narrations", index?, error}: stored, segments skipped
     failures_path: Path | None
     filled: list[str] = dataclasses.field(default_factory=list)  # records given their per-second features
     # failed also holds {stage: "second_features"} entries: the record is kept without them
@@ -210,11 +233,37 @@ def _narration_clips(narrations_path: Path | None, video_ids: Sequence[str]):
     wanted = set(video_ids)
     by_video = {v: c for v, c in narrations.by_video().items() if v in wanted}
     problems = [
-        {"video_id": f["video_id"], "file": str(narrations_path), "stage": "narrations", "error": f["error"]}
+        {"video_id": f["video_id"], "file": str(narrations_path), "stage": "narrations",
+         **({"index": f["index"]} if "index" in f else {}), "error": f["error"]}
         for f in narrations.failures
         if f["video_id"] in wanted
     ]
     return by_video, problems
+
+
+def clips_within(clips: Sequence[Any], duration: float, video_id: str, narrations_path: str | os.PathLike | None,
+                 video_path: str | os.PathLike) -> tuple[list[Any], list[dict]]:
+    """The clips of one video fitted to its ``duration`` (seconds): ``(kept, problems)``.
+
+    A clip starting at or after the end is dropped, one ending more than ``END_TOLERANCE_S`` after
+    it is clamped to end there; each is one problem ``{video_id, file, stage: "narrations", index,
+    error}`` (module docstring).
+    """
+    kept, problems = [], []
+    for clip in clips:
+        where = f"{narrations_path}: video {video_id!r}: segment {clip.index}"
+        if clip.start >= duration:
+            error = (f"{where} starts at {clip.start:g} s, at or after the end of {video_path} ({duration:g} s): "
+                     "segment skipped")
+        elif clip.end > duration + END_TOLERANCE_S:
+            error = f"{where} ends at {clip.end:g} s, after the end of {video_path} ({duration:g} s): clamped to {duration:g} s"
+            kept.append(dataclasses.replace(clip, end=float(duration)))
+        else:
+            kept.append(clip)
+            continue
+        problems.append({"video_id": video_id, "file": str(narrations_path), "stage": "narrations", "index": clip.index,
+                         "error": error})
+    return kept, problems
 
 
 def second_centres(duration: float) -> np.ndarray:
@@ -222,10 +271,12 @@ def second_centres(duration: float) -> np.ndarray:
     return sample_times(duration, 1.0) + 0.5
 
 
-def per_second_features(path: str | os.PathLike, action_encoder: ActionEncoderLike) -> tuple[np.ndarray, np.ndarray]:
+def per_second_features(path: str | os.PathLike, action_encoder: ActionEncoderLike,
+                        tick: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(second_times float64 [S], second_features float32 [S, Da]) of one video (module docstring).
 
-    Raises ``VideoDecodeError`` for a file that cannot be decoded.
+    ``tick(n)``: called after each pass with the number of windows it did. Raises
+    ``VideoDecodeError`` for a file that cannot be decoded.
     """
     times = second_centres(probe(path).duration)
     values = np.zeros((len(times), action_encoder.feature_dim), np.float32)
@@ -233,6 +284,8 @@ def per_second_features(path: str | os.PathLike, action_encoder: ActionEncoderLi
         windows = clip_windows(path, times[i : i + SECONDS_PER_DECODE], num_frames=action_encoder.num_frames,
                                fps=action_encoder.fps, size=action_encoder.clip_size)
         values[i : i + len(windows)] = action_encoder.features(windows)
+        if tick:
+            tick(len(windows))
     return times, values
 
 
@@ -247,13 +300,20 @@ def extract_video(
     max_regions: int,
     region_fps: float = 1.0,
     seconds: bool = True,
+    tick: Callable[[int], None] | None = None,
 ) -> VideoFeatures:
     """All features of one video (clips: objects with ``start``, ``end``; clip_verbs aligned with clips).
 
-    seconds: also the per-second features (``per_second_features``).
+    seconds: also the per-second features (``per_second_features``). tick(n): progress, called
+    after each step with the frames or windows it did (module docstring, "Progress").
     """
     decoded = frames_at_fps(path, fps=region_fps)
-    frame_regions = regions(video_id, decoded)
+    frame_regions = []
+    for i in range(0, len(decoded.times), REGION_FRAMES_PER_CALL):
+        part = slice(i, i + REGION_FRAMES_PER_CALL)
+        frame_regions.extend(regions(video_id, dataclasses.replace(decoded, frames=decoded.frames[part], times=decoded.times[part])))
+        if tick:
+            tick(len(decoded.times[part]))
     region_arrays = stack_frames(frame_regions, max_regions, regions.feature_dim, len(regions.class_names))
     centers = [0.5 * (c.start + c.end) for c in clips]
     action_features = np.zeros((len(centers), action_encoder.feature_dim), np.float32)
@@ -261,7 +321,9 @@ def extract_video(
         windows = clip_windows(path, centers[i : i + CLIPS_PER_DECODE], num_frames=action_encoder.num_frames,
                                fps=action_encoder.fps, size=action_encoder.clip_size)
         action_features[i : i + len(windows)] = action_encoder.features(windows)
-    second_times, second_values = per_second_features(path, action_encoder) if seconds else (None, None)
+        if tick:
+            tick(len(windows))
+    second_times, second_values = per_second_features(path, action_encoder, tick) if seconds else (None, None)
     return VideoFeatures(
         clip_times=np.array([[c.start, c.end] for c in clips], np.float64).reshape(-1, 2),
         action_features=action_features,
@@ -315,12 +377,14 @@ def extract_videos(
     on_video: Callable[[str, str], None] | None = None,
     second_features: bool = True,
     fill_only: bool = False,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> ExtractReport:
     """Extract this shard's videos into the store; see the module docstring for batch behaviour.
 
     vocab: ``ActionVocabulary`` (action targets); verb_miner: ``VerbMiner`` (None: built on demand).
     video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook
-    (status "written", "filled" or "failed").
+    (status "written", "filled" or "failed"). on_step(video_id, done, total): progress within a
+    video (module docstring, "Progress").
     second_features: compute the per-second features for new videos and fill them into records
     that lack them (False: a store without them, as before they existed; refused by a store that has them).
     fill_only: only fill the per-second features of records already in the store (regions, vocab,
@@ -367,17 +431,57 @@ def extract_videos(
     verbs_of = {(c.video_id, c.index): verbs for c, verbs in zip(all_clips, all_verbs)}
 
     written, failed, without_clips, filled = [], [], [], []
+    inner = tqdm(total=0, desc="", unit="step", position=1, leave=False, disable=not progress or not (todo or to_fill),
+                 file=sys.stderr)
+
+    def start_video(video_id: str, total: int) -> Callable[[int], None]:
+        """The progress of one video: reset the inner bar, return its tick(n)."""
+        inner.reset(total=total)
+        inner.set_description(video_id)
+        done = [0]
+
+        def tick(n: int) -> None:
+            done[0] += n
+            inner.update(n)
+            if on_step:
+                on_step(video_id, done[0], total)
+
+        return tick
+
+    def stop_for_full_disk(exc: OSError, video_id: str) -> DiskFullError:
+        """The run's error for a full disk: the file being written, not the video, is named."""
+        target = getattr(exc, "filename", None) or str(store_root)
+        note = ""
+        try:
+            update_failures(store_root, failed + narration_problems, written, resolved=[(v, "second_features") for v in filled])
+        except OSError as again:
+            if not is_disk_full(again):
+                raise
+            note = "; failures.json not updated"
+        inner.close()
+        return DiskFullError(exc.errno, f"{target}: no space left on device while writing the features of {video_id!r} "
+                             f"into {store_root} ({len(written) + len(filled)} video(s) done in this run{note}); free "
+                             "space or choose another --store, then run the same command again (videos already "
+                             "stored are skipped)", str(target))
+
     bar = tqdm(todo, desc=f"extract shard {shard[0]}/{shard[1]}", unit="video", disable=not progress or not todo, file=sys.stderr)
     for video_id in bar:
         path = videos[video_id]
         clips = clips_by_video.get(video_id, [])
         try:
+            duration = probe(path).duration
+            clips, past_end = clips_within(clips, duration, video_id, narrations_path, path)
+            narration_problems.extend(past_end)
+            frames = len(sample_times(duration, 1.0))
+            tick = start_video(video_id, frames + len(clips) + (frames if with_seconds else 0))
             features = extract_video(
                 video_id, path, clips, [verbs_of[(c.video_id, c.index)] for c in clips],
-                action_encoder, vocab, regions, max_regions, seconds=with_seconds,
+                action_encoder, vocab, regions, max_regions, seconds=with_seconds, tick=tick,
             )
             writer.write(video_id, features)
         except (ValueError, OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                raise stop_for_full_disk(exc, video_id) from exc
             # ValueError covers VideoDecodeError, FeatureValidationError, RegionInputError
             failed.append({"video_id": video_id, "file": str(path), "stage": "extract", "error": f"{type(exc).__name__}: {exc}"})
             if on_video:
@@ -394,9 +498,12 @@ def extract_videos(
     for video_id in bar:
         path = videos[video_id]
         try:
-            times, values = per_second_features(path, action_encoder)
+            tick = start_video(video_id, len(second_centres(probe(path).duration)))
+            times, values = per_second_features(path, action_encoder, tick)
             writer.add_second_features(video_id, times, values)
         except (ValueError, OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                raise stop_for_full_disk(exc, video_id) from exc
             failed.append({"video_id": video_id, "file": str(path), "stage": "second_features",
                            "error": f"{type(exc).__name__}: {exc}"})
             if on_video:
@@ -405,6 +512,7 @@ def extract_videos(
         filled.append(video_id)
         if on_video:
             on_video(video_id, "filled")
+    inner.close()
 
     reported = failed + narration_problems
     failures_path = None
