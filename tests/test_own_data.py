@@ -80,3 +80,69 @@ def test_result_file_names_have_no_commas_or_spaces(tmp_path, record, name):
     json_path, md_path = write_results(tmp_path, {**record, "metrics": {"m": 1.0}, "primary": "m"})
     assert json_path.name == f"{name}.json" and md_path.name == f"{name}.md"
     assert not any(c in json_path.name for c in ", /")
+
+
+# ---- mine-verbs: an empty vocabulary is refused, one --min-count default
+
+
+def test_mine_verbs_refuses_an_empty_vocabulary_and_suggests_a_count(tmp_path, capsys):
+    from actbert.cli import main
+
+    narrations = {  # three videos, as a newcomer's first try: no verb is in five clips
+        "bikes": {"start": [0.0, 4.0], "end": [4.0, 9.0], "text": ["we ride the bikes down the road", "then we ride back"]},
+        "bunny": {"start": [0.0], "end": [5.0], "text": ["the rabbit opens the door"]},
+        "carphone": {"start": [0.0], "end": [4.0], "text": ["he talks on the phone while he drives"]},
+    }
+    path = tmp_path / "narrations.json"
+    path.write_text(json.dumps(narrations))
+    out = tmp_path / "action_vocab.json"
+    status = main(["mine-verbs", "--narrations", str(path), "--min-count", "5", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar: one line
+    assert status == 1 and not out.exists() and err.startswith("actbert mine-verbs: ")
+    assert f"{path}: no verb is seen in --min-count 5 clips or more (4 clips; most frequent: ride (2)" in err
+    assert "try --min-count 1 (keeps " in err
+    assert main(["mine-verbs", "--narrations", str(path), "--min-count", "1", "--out", str(out)]) == 0
+    assert "ride" in json.loads(out.read_text())["verbs"]
+
+
+def test_one_min_count_default_across_commands():
+    import argparse
+
+    from actbert.commands import mine_verbs, train_action_encoder
+    from actbert.text.verbs import DEFAULT_MIN_COUNT, mine_action_vocabulary
+    from actbert.video.action_training import train_action_encoder_on_benchmark
+
+    defaults = []
+    for command in (mine_verbs, train_action_encoder):
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        defaults.append(parser.get_default("min_count"))
+    import inspect
+
+    for function in (mine_action_vocabulary, train_action_encoder_on_benchmark):
+        defaults.append(inspect.signature(function).parameters["min_count"].default)
+    assert defaults == [DEFAULT_MIN_COUNT] * 4
+
+
+def test_train_action_encoder_takes_narrations_like_extract(tmp_path, monkeypatch):
+    import argparse
+
+    from actbert.commands import extract, train_action_encoder
+    from actbert.video import action_training
+    from actbert.video.action_dataset import benchmark_video_splits
+
+    for command in (extract, train_action_encoder):
+        parser = argparse.ArgumentParser()
+        command.add_arguments(parser)
+        assert parser.get_default("narrations") is None  # default: DATA/narrations.json
+    seen = {}
+    monkeypatch.setattr(action_training, "train_action_encoder_on_benchmark", lambda *a, **k: seen.update(k))
+    parser = argparse.ArgumentParser()
+    train_action_encoder.add_arguments(parser)
+    train_action_encoder.run(parser.parse_args(["--data", "d", "--out", "o", "--narrations", "mine/caption.json"]))
+    assert seen["narrations"] == "mine/caption.json"
+    # the split reads that file, not DATA/narrations.json (which does not exist here)
+    other = tmp_path / "elsewhere.json"
+    other.write_text(json.dumps({v: {"start": [0], "end": [1], "text": ["cut"]} for v in ("a", "b", "c", "d", "e")}))
+    train, held, how = benchmark_video_splits(tmp_path, 0.2, 0, narrations_path=other)
+    assert sorted(train + held) == ["a", "b", "c", "d", "e"] and len(held) == 1

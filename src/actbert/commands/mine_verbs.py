@@ -8,8 +8,11 @@ HELP = "mine verbs from narrations (spaCy) and write the action vocabulary (acti
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from actbert.text.verbs import DEFAULT_MIN_COUNT
+
     parser.add_argument("--narrations", required=True, help="HowTo100M caption.json-style narrations file")
-    parser.add_argument("--min-count", type=int, default=5, help="keep verbs seen in at least this many clips")
+    parser.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT,
+                        help="keep verbs seen in at least this many clips (a few videos: 1 or 2)")
     parser.add_argument("--out", required=True, help="output action_vocab.json")
     parser.add_argument(
         "--videos-split",

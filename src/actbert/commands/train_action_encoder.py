@@ -8,6 +8,8 @@ HELP = "train the action encoder (3D ResNet) on verbs mined from narrations; rep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from actbert.text.verbs import DEFAULT_MIN_COUNT
+
     parser.add_argument("--data", required=True, help="benchmark folder (videos/, narrations.json, splits.json[, ground_truth.json])")
     parser.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, action_vocab.json, eval.json)")
     parser.add_argument("--preset", default=None, choices=["paper"],
@@ -28,8 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-frames", type=int, default=None, help="frames per clip window (default and paper: 32)")
     parser.add_argument("--fps", type=float, default=None, help="frame rate of the clip window (default and paper: 8)")
     parser.add_argument("--clip-size", type=int, default=None, help="side of the square crop in pixels (default 112; paper: 224)")
+    parser.add_argument("--narrations", default=None, help="caption.json-style narrations (default: DATA/narrations.json)")
     parser.add_argument("--vocab", default=None, help="existing action_vocab.json (default: mine the training videos' narrations)")
-    parser.add_argument("--min-count", type=int, default=2, help="minimum clip count of a verb when mining the vocabulary")
+    parser.add_argument("--min-count", type=int, default=DEFAULT_MIN_COUNT,
+                        help="minimum clip count of a verb when mining the vocabulary (without --vocab; as mine-verbs)")
     parser.add_argument("--holdout-fraction", type=float, default=0.2, help="videos held out when the benchmark has no val/test split")
     parser.add_argument("--cache", default=None, help="folder for decoded clip windows (.npy) reused across runs")
     parser.add_argument("--no-flip", action="store_true", help="no random horizontal flips during training")
@@ -50,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     train_action_encoder_on_benchmark(
         args.data, args.out, init_weights=args.init_weights, max_steps=args.max_steps, vocab=args.vocab,
         min_count=args.min_count, holdout_fraction=args.holdout_fraction, cache=args.cache, flip=not args.no_flip,
-        seed=args.seed, device=args.device, threads=args.threads, resume=args.resume, preset=args.preset, **settings,
+        seed=args.seed, device=args.device, threads=args.threads, resume=args.resume, preset=args.preset,
+        narrations=args.narrations, **settings,
     )
     return 0

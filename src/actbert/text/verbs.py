@@ -42,6 +42,7 @@ __all__ = [
     "AUXILIARY_VERBS",
     "DISCOURSE_VERBS",
     "DEFAULT_STOP_VERBS",
+    "DEFAULT_MIN_COUNT",
     "STOP_VERB_LISTS",
     "stop_verb_list",
     "NarrationError",
@@ -62,6 +63,9 @@ AUXILIARY_VERBS = frozenset(
 )
 DISCOURSE_VERBS = frozenset({"let", "go", "want", "need", "know", "think", "say", "mean", "gonna", "wanna", "gotta"})
 DEFAULT_STOP_VERBS = AUXILIARY_VERBS | DISCOURSE_VERBS
+# clips a verb must be seen in to enter the vocabulary: the one default of every command that mines
+# (mine-verbs, train-action-encoder); a handful of videos needs 1 or 2
+DEFAULT_MIN_COUNT = 5
 STOP_VERB_LISTS = {"default": DEFAULT_STOP_VERBS, "auxiliary": AUXILIARY_VERBS, "none": frozenset()}
 
 
@@ -391,10 +395,30 @@ def split_video_ids(splits_path: str | os.PathLike, split: str) -> list[str]:
     return splits[split]
 
 
+def _suggestion(counts: Mapping[str, int]) -> str:
+    """What --min-count keeps two verbs or more, as advice."""
+    ranked = sorted(counts.values(), reverse=True)
+    if len(ranked) < 2:
+        return "mine more narrations, or fewer stop verbs (--stop-verbs)"
+    return f"try --min-count {ranked[1]} (keeps {sum(1 for c in ranked if c >= ranked[1])} verbs)"
+
+
+def empty_vocabulary_message(narrations_path: str | os.PathLike, counts: Mapping[str, int], min_count: int,
+                             clips: int) -> str:
+    """Why no verb made it into the vocabulary, and which --min-count would keep some."""
+    if not counts:
+        return (f"{narrations_path}: no verb found in its {clips} clip(s) (spaCy tags none, or all are stop verbs); "
+                "an empty action vocabulary was not written")
+    top = ", ".join(f"{v} ({c})" for v, c in sorted(counts.items(), key=lambda vc: (-vc[1], vc[0]))[:5])
+    return (f"{narrations_path}: no verb is seen in --min-count {min_count} clips or more ({clips} clips; most frequent: "
+            f"{top}); an empty action vocabulary was not written; "
+            f"{_suggestion(counts) if len(counts) > 1 else 'try --min-count 1 (keeps 1 verb)'}")
+
+
 def mine_action_vocabulary(
     narrations: str | os.PathLike,
     out: str | os.PathLike,
-    min_count: int = 5,
+    min_count: int = DEFAULT_MIN_COUNT,
     videos_split: str | None = None,
     splits: str | os.PathLike | None = None,
     strict: bool = False,
@@ -404,7 +428,8 @@ def mine_action_vocabulary(
     """Mine verbs from a narrations file and save the action vocabulary to ``out`` (paper 3.2.1).
 
     ``videos_split``: mine only that split's videos of ``splits`` (default: ``splits.json`` next to
-    the narrations file); None mines every video. Keeps verbs seen in at least ``min_count`` clips.
+    the narrations file); None mines every video. Keeps verbs seen in at least ``min_count`` clips;
+    none would be kept: a :class:`VocabularyError` that says which count keeps some (no file written).
     Bad narration entries are skipped (``strict``: the first one raises) and listed in
     ``OUT_failures.json``. Progress and coverage lines go to ``log``. ``stop_verbs``: a name of
     ``STOP_VERB_LISTS`` ("default", "auxiliary", "none"), a comma-separated string or verbs (None:
@@ -421,7 +446,13 @@ def mine_action_vocabulary(
     stop = stop_verb_list(stop_verbs)
     miner = VerbMiner(stop_verbs=stop)
     clip_verbs = miner.verbs_many([c.text for c in narration_set.clips], progress=True)
-    vocab = ActionVocabulary.build(count_clip_verbs(clip_verbs), min_count=min_count, stop_verbs=stop)
+    counts = count_clip_verbs(clip_verbs)
+    vocab = ActionVocabulary.build(counts, min_count=min_count, stop_verbs=stop)
+    if not len(vocab):
+        raise VocabularyError(empty_vocabulary_message(narrations_path, counts, min_count, len(narration_set.clips)))
+    if len(vocab) == 1:
+        log(f"warning: only one verb ({vocab.verbs[0]!r}) reaches --min-count {min_count}; the action encoder needs two "
+            f"or more ({_suggestion(counts)})")
     saved = vocab.save(out)
 
     covered = sum(1 for verbs in clip_verbs if any(v in vocab for v in verbs))

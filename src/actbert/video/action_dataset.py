@@ -56,16 +56,18 @@ class ActionClipSet:
 
 
 def benchmark_video_splits(
-    data_dir: str | os.PathLike, holdout_fraction: float = 0.2, seed: int = 0
+    data_dir: str | os.PathLike, holdout_fraction: float = 0.2, seed: int = 0,
+    narrations_path: str | os.PathLike | None = None,
 ) -> tuple[list[str], list[str], str]:
     """(train video ids, held-out video ids, how they were chosen) for a benchmark folder.
 
     With ``splits.json``: train = its ``pretrain`` list, held out = its ``val`` + ``test`` videos not in
     pretrain. Without one (or if that leaves nothing held out): a seeded ``holdout_fraction`` of the
-    narrated videos is held out whole.
+    narrated videos is held out whole. ``narrations_path``: default ``data_dir/narrations.json``.
     """
     data_dir = Path(data_dir)
-    narrations = read_json(data_dir / "narrations.json", "narrations file")
+    narrations_path = Path(narrations_path) if narrations_path else data_dir / "narrations.json"
+    narrations = read_json(narrations_path, "narrations file")
     narrated = sorted(narrations) if isinstance(narrations, Mapping) else []
     splits_path = data_dir / "splits.json"
     if splits_path.exists():
@@ -79,7 +81,7 @@ def benchmark_video_splits(
         if held:
             return train, held, f"{splits_path.name}: pretrain vs val+test"
     if len(narrated) < 2:
-        raise ValueError(f"{data_dir / 'narrations.json'}: need at least 2 narrated videos to hold some out")
+        raise ValueError(f"{narrations_path}: need at least 2 narrated videos to hold some out")
     order = list(narrated)
     random.Random(seed).shuffle(order)
     n_held = min(len(order) - 1, max(1, int(round(holdout_fraction * len(order)))))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from actbert.errors import ActBertError
+from actbert.text.verbs import DEFAULT_MIN_COUNT
 
 __all__ = ["train_action_encoder_on_benchmark", "plot_action_loss"]
 
@@ -36,7 +37,7 @@ def train_action_encoder_on_benchmark(
     fps: float = 8.0,
     clip_size: int = 112,
     vocab: str | os.PathLike | None = None,
-    min_count: int = 2,
+    min_count: int = DEFAULT_MIN_COUNT,
     holdout_fraction: float = 0.2,
     cache: str | os.PathLike | None = None,
     flip: bool = True,
@@ -45,6 +46,7 @@ def train_action_encoder_on_benchmark(
     threads: int | None = None,
     resume: bool = False,
     preset: str | None = None,
+    narrations: str | os.PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train on ``data`` (``videos/``, ``narrations.json``, ``splits.json`` [, ``ground_truth.json``])
@@ -56,7 +58,7 @@ def train_action_encoder_on_benchmark(
     ``threads``: torch CPU threads (None/0: torch's choice). ``resume`` continues a run in ``out``.
     ``preset``: the name of the preset the settings came from (``action_encoder.action_settings``;
     recorded in ``eval.json``; ``"paper"`` without ``init_weights`` logs that the paper starts from
-    Kinetics weights).
+    Kinetics weights). ``narrations``: the narrations file (default ``data/narrations.json``).
     """
     import numpy as np
     import torch
@@ -82,6 +84,7 @@ def train_action_encoder_on_benchmark(
         "clip_size": clip_size, "vocab": None if vocab is None else str(vocab), "min_count": min_count,
         "holdout_fraction": holdout_fraction, "cache": None if cache is None else str(cache), "no_flip": not flip,
         "seed": seed, "device": device, "threads": threads, "resume": resume, "preset": preset,
+        **({} if narrations is None else {"narrations": str(narrations)}),
     }
     if preset == "paper" and init_weights is None:
         log("warning: the paper preset without --init-weights: the paper initialises the 3D ResNet from Kinetics-400 "
@@ -91,10 +94,10 @@ def train_action_encoder_on_benchmark(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     data, out = Path(data), Path(out)
-    train_ids, eval_ids, how = benchmark_video_splits(data, holdout_fraction, seed)
+    narrations_path = Path(narrations) if narrations else data / "narrations.json"
+    train_ids, eval_ids, how = benchmark_video_splits(data, holdout_fraction, seed, narrations_path)
     log(f"videos: {len(train_ids)} train, {len(eval_ids)} held out ({how})")
 
-    narrations_path = data / "narrations.json"
     train_narr = read_narrations(narrations_path, video_ids=train_ids)
     eval_narr = read_narrations(narrations_path, video_ids=eval_ids)
     vocabulary = ActionVocabulary.load(vocab) if vocab else None
