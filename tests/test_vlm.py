@@ -182,9 +182,23 @@ def test_generation_mask_and_caption_loss(model):
     assert torch.isfinite(loss) and loss > 0
     words = model.generate_captions(batch, max_words=3)
     assert len(words) == 2 and all(len(w) <= 3 for w in words)
-    # the word at step k depends only on the words before it: changing the video changes the captions' logits
+    # the shift by hand: inputs [CLS] [SEP] [CLS] w1 w2 w3, labels w1 w2 w3 [SEP] at positions 2..5
     inputs, labels = model._shifted(batch.caps, batch.cmasks)
-    assert labels[0, 2:6].tolist() == batch.caps[0, 3:7].tolist()[:3] + [102] or labels[0, 2] == batch.caps[0, 2]
+    words = batch.caps[0, 2:5].tolist()
+    assert inputs[0, :6].tolist() == [101, 102, 101, *words] and labels[0, 2:6].tolist() == [*words, 102]
+    assert (labels[0, :2] == -100).all() and (labels[0, 6:] == -100).all()
+    # no word sees its future: the teacher-forced logits at step k equal those computed with the
+    # caption cut after step k (what greedy decoding sees)
+    with torch.no_grad():
+        full = model._generation_logits(inputs, batch.cmasks, batch.vfeats, batch.vmasks)
+        for k in range(3):
+            cut = batch.cmasks.clone()
+            cut[:, 3 + k :] = False
+            prefix = inputs.masked_fill(~cut, 0)
+            part = model._generation_logits(prefix, cut, batch.vfeats, batch.vmasks)
+            assert torch.allclose(part[0, 2 + k], full[0, 2 + k], atol=1e-5)
+        moved = model._generation_logits(inputs, batch.cmasks, batch.vfeats + 1.0, batch.vmasks)
+        assert not torch.allclose(moved[0, 2], full[0, 2], atol=1e-4)  # the caption does see the video
 
 
 def test_text_init_from_minilm():
