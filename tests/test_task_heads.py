@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from helpers_planted_store import tiny_model, write_planted_store
 
+from actbert.config import ConfigError
 from actbert.models.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from actbert.tasks import registry
 from actbert.tasks.common import TaskError, resolve_device
@@ -91,5 +92,9 @@ def test_a_bad_device_setting_stops_the_task_before_it_runs(model):
     class Probe:
         pass
 
+    with pytest.raises(ConfigError, match="retrieval setting device: expected auto"):
+        registry.make_settings("retrieval", {"device": "gpu0"})
+    settings = registry.make_settings("retrieval")
+    settings.device = "gpu0"  # set directly, past make_settings
     with pytest.raises(TaskError, match="device \\(task setting\\): expected"):
-        registry._placed(Probe, model, registry.make_settings("retrieval", {"device": "gpu0"}))
+        registry._placed(Probe, model, settings)
