@@ -146,3 +146,80 @@ def test_train_action_encoder_takes_narrations_like_extract(tmp_path, monkeypatc
     other.write_text(json.dumps({v: {"start": [0], "end": [1], "text": ["cut"]} for v in ("a", "b", "c", "d", "e")}))
     train, held, how = benchmark_video_splits(tmp_path, 0.2, 0, narrations_path=other)
     assert sorted(train + held) == ["a", "b", "c", "d", "e"] and len(held) == 1
+
+
+# ---- the object classifier on real data: mixed resolutions, no meta.json, streamed crops
+
+SQUARE = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+
+
+def write_square_videos(root, sizes):
+    """Videos of the given (width, height), 4 s at 2 FPS: a red and a blue square that move; objects.json."""
+    from actbert.data.synth.render import Mp4Writer
+
+    objects = {}
+    for v, (width, height) in enumerate(sizes):
+        writer = Mp4Writer(root / "videos" / f"v{v}.mp4", fps=2, width=width, height=height)
+        entries = []
+        for i in range(8):
+            frame = np.full((height, width, 3), 128, np.uint8)
+            boxes = []
+            for k, (name, colour) in enumerate(SQUARE.items()):
+                x = 2 + (3 * i + 17 * k + 5 * v) % (width - 18)
+                y = 2 + (2 * i + 11 * k) % (height - 18)
+                frame[y : y + 14, x : x + 14] = colour
+                boxes.append([x, y, x + 14, y + 14])
+            writer.write(frame)
+            if i % 2 == 0:  # the 1 FPS frames' boxes
+                entries.append({"time": i / 2, "boxes": boxes, "labels": list(SQUARE)})
+        writer.close()
+        objects[f"v{v}"] = entries
+    (root / "objects.json").write_text(json.dumps(objects))
+    return objects
+
+
+def test_object_classifier_trains_on_mixed_resolutions_without_meta_json(tmp_path):
+    from actbert.video.object_classifier import train_object_classifier
+
+    write_square_videos(tmp_path, [(64, 48), (48, 64), (80, 60), (64, 48), (96, 40)])
+    assert not (tmp_path / "meta.json").exists()
+    torch.manual_seed(0)
+    result = train_object_classifier(tmp_path, epochs=30, batch_size=16, crop_size=16, embed_dim=16, progress=False)
+    assert result.model.config.class_names == ["blue", "red"]  # from objects.json's labels, sorted
+    assert result.heldout_videos == ["v0"] and result.heldout_crops == 8 and result.train_crops == 32
+    assert result.heldout_accuracy == 1.0 and result.train_accuracy == 1.0  # two colours: nothing to confuse
+
+
+def test_object_classifier_classes_option_and_unknown_labels(tmp_path):
+    from actbert.video.object_classifier import ObjectClassifierError, class_list, train_object_classifier
+
+    objects = write_square_videos(tmp_path, [(64, 48), (48, 64)])
+    assert class_list(tmp_path, objects, "red,blue,green") == ["red", "blue", "green"]
+    (tmp_path / "classes.txt").write_text("red\nblue\n")
+    assert class_list(tmp_path, objects, tmp_path / "classes.txt") == ["red", "blue"]
+    (tmp_path / "classes.json").write_text('["blue", "red", "cup"]')
+    assert class_list(tmp_path, objects, str(tmp_path / "classes.json")) == ["blue", "red", "cup"]
+    (tmp_path / "meta.json").write_text('{"objects": ["red", "blue"]}')  # the synthetic benchmark's own list
+    assert class_list(tmp_path, objects) == ["red", "blue"]
+    with pytest.raises(ObjectClassifierError, match=r"objects.json: video 'v1': label 'blue' is not one of the 2 classes"):
+        train_object_classifier(tmp_path, epochs=1, crop_size=16, embed_dim=8, progress=False, classes="red,cup")
+
+
+def test_training_crops_from_context_patches_match_the_extraction_crops(tmp_path):
+    """The jitter-free crop cut from a box's context patch is the crop extraction cuts from the frame."""
+    from actbert.video.boxes import boxes_for_frames, crop_boxes, frames_tensor
+    from actbert.video.decode import frames_at_fps
+    from actbert.video.extract import list_videos
+    from actbert.video.object_classifier import _collect_patches, _patch_crops
+
+    objects = write_square_videos(tmp_path, [(80, 60)])
+    patches, boxes, labels, failed = _collect_patches(list_videos(tmp_path / "videos"), ["v0"], objects,
+                                                      {"red": 0, "blue": 1}, 16, tmp_path / "objects.json", progress=False)
+    assert failed == [] and patches.dtype == torch.uint8 and patches.shape == (8, 3, 32, 32)
+    assert labels.tolist() == [0, 1] * 4
+    decoded = frames_at_fps(tmp_path / "videos" / "v0.mp4")
+    per_frame = boxes_for_frames(objects["v0"], decoded.times, decoded.width, decoded.height, max_regions=None)
+    exact = crop_boxes(frames_tensor(decoded.frames), [torch.from_numpy(b) for b, _ in per_frame], 16)
+    from_patches = _patch_crops(patches, boxes, 16)
+    # two resamplings and a uint8 patch in between: within a few grey levels of the one-step crop
+    assert (from_patches - exact).abs().mean() < 2 / 255 and (from_patches - exact).abs().max() < 0.1

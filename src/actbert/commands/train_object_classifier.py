@@ -9,7 +9,13 @@ HELP = "train the object classifier on box crops of a benchmark (objects.json) f
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="benchmark folder (meta.json, objects.json, videos/, splits.json)")
+    parser.add_argument("--data", required=True,
+                        help="folder with videos/ and objects.json (given boxes); splits.json optional: train on "
+                             "'pretrain', hold out 'val' (else every 5th video)")
+    parser.add_argument("--objects", default=None, help="given boxes (default: DATA/objects.json)")
+    parser.add_argument("--classes", default=None,
+                        help="object classes: NAME,NAME,... or a file (.txt one per line, .json list); default: "
+                             "DATA/meta.json's 'objects' when there is one, else every label of objects.json, sorted")
     parser.add_argument("--out", required=True, help="output file (.safetensors)")
     parser.add_argument("--epochs", type=int, default=6, help="passes over the region crops")
     parser.add_argument("--batch-size", type=int, default=128, help="crops per optimiser step")
@@ -24,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     out, facts = train_and_save_object_classifier(args.data, args.out, epochs=args.epochs, batch_size=args.batch_size,
                                                   lr=args.lr, crop_size=args.crop_size, embed_dim=args.embed_dim,
-                                                  seed=args.seed)
+                                                  seed=args.seed, classes=args.classes, objects=args.objects)
     print(f"object classifier -> {out}")
     print(json.dumps(facts))
     return 0
