@@ -223,7 +223,7 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     if main:
         if data.failures:
             atomic_write_json(run_dir / "data_failures.json", data.failures)
-            print(f"warning: skipped {len(data.failures)} video(s); see {run_dir / 'data_failures.json'}", file=sys.stderr)
+            print(f"warning: skipped {len(data.failures)} bad video(s) or narration segment(s); see {run_dir / 'data_failures.json'}", file=sys.stderr)
     torch.manual_seed(t.seed)  # identical initialisation on every process
     model = create_model(data.model_config, heads=True, verbose=main)  # loads model.text_init (e.g. MiniLM) if set
     if t.init_from:
