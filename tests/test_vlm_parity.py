@@ -21,7 +21,8 @@ import torch
 from actbert.cli import main as cli_main
 from actbert.errors import CheckpointError
 from actbert.models.parity import check_parity
-from actbert.models.vlm.convert import OpaqueObject, load_mmpt_checkpoint, read_mmpt_state, read_torch_zip
+from actbert.models.torch_checkpoint import OpaqueObject, UnsafePickleError, read_torch_zip
+from actbert.models.vlm.convert import load_mmpt_checkpoint, read_mmpt_state
 from actbert.models.vlm.configuration import VLMConfig
 from actbert.models.vlm.convert import load_mmpt_state, ours_to_mmpt
 from actbert.models.vlm.modeling import VLMForPretraining
@@ -165,7 +166,10 @@ def test_mmpt_torch_checkpoint_loads_without_running_its_pickle(tmp_path):
     state = {"mmmodel." + k: torch.from_numpy(v) for k, v in weights.items()}
     path = tmp_path / "checkpoint_best.pt"
     torch.save({"model": state, "args": argparse.Namespace(lr=[5e-5]), "extra": Hostile()}, path)
-    obj, opaque = read_torch_zip(path)
+    with pytest.raises(UnsafePickleError, match="argparse.Namespace|posix.system|os.system"):
+        read_torch_zip(path)  # strict (the default): any foreign global is refused before it runs
+    assert not marker.exists()
+    obj, opaque = read_torch_zip(path, strict=False)  # MMPT's reader: foreign objects kept inert
     assert not marker.exists()
     assert any("system" in name for name in opaque) and any("Namespace" in name for name in opaque)
     assert isinstance(obj["extra"], OpaqueObject)

@@ -3,10 +3,10 @@
 Accepted files:
 
 * ``.pt`` / ``.bin`` -- what upstream's ``torch.save(model.state_dict())`` writes (PyTorch's zip
-  format: ``data.pkl`` + one file per storage). ``data.pkl`` is read by
-  :class:`RestrictedTorchUnpickler`, which rebuilds tensors and plain containers only: any other
-  global (a function, a class) is refused *before* it could be called, so a hostile file runs no
-  code. PyTorch's legacy (pre-1.6, non-zip) format is refused with a message.
+  format: ``data.pkl`` + one file per storage). ``data.pkl`` is read by the shared strict reader
+  (:mod:`actbert.models.torch_checkpoint`), which rebuilds tensors and plain containers only: any
+  other global (a function, a class) is refused *before* it could be called, so a hostile file runs
+  no code. PyTorch's legacy (pre-1.6, non-zip) format is refused with a message.
 * ``.npz`` -- the same arrays saved with ``numpy.savez`` (``allow_pickle=False``), as the reference
   fixture's ``weights.npz``.
 * ``.safetensors``.
@@ -19,10 +19,6 @@ config json, which shapes cannot tell), and report unused / missing keys.
 
 from __future__ import annotations
 
-import io
-import pickle
-import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +27,7 @@ import numpy as np
 import torch
 
 from actbert.errors import CheckpointError
+from actbert.models.torch_checkpoint import UnsafePickleError, read_state_arrays
 from actbert.models.hero.configuration import HeroConfig, config_from_upstream, replace_config
 from actbert.models.hero.modeling import HeroForPretraining
 
@@ -45,137 +42,10 @@ SIGNATURE_KEYS = (WORD_EMBEDDINGS_KEY, "v_encoder.c_encoder.embeddings.position_
 STRIP_PREFIXES = ("module.", "model.")
 
 
-class UnsafePickleError(CheckpointError):
-    """The checkpoint's pickle asked for a global outside the allow-list (nothing was executed)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Reading
-
-
-_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
-}  # fmt: skip
-
-
-class _StorageType:
-    """Stands for ``torch.FloatStorage`` & co. inside the pickle: only its dtype is used."""
-
-    def __init__(self, dtype: torch.dtype):
-        self.dtype = dtype
-
-
-def _rebuild_tensor(storage: torch.Tensor, offset: int, size: tuple, stride: tuple, *_: Any) -> torch.Tensor:
-    """``torch._utils._rebuild_tensor_v2`` for a flat storage tensor (requires_grad / hooks ignored)."""
-    if not all(isinstance(v, int) for v in (offset, *size, *stride)):
-        raise pickle.UnpicklingError("tensor offset/size/stride must be integers")
-    return torch.as_strided(storage, tuple(size), tuple(stride), offset).clone()
-
-
-def _ordered_dict(*args: Any) -> OrderedDict:
-    return OrderedDict(*args)
-
-
-class RestrictedTorchUnpickler(pickle.Unpickler):
-    """Unpickler for ``data.pkl`` of PyTorch's zip format: tensors and plain containers, nothing else."""
-
-    _allowed = {
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("collections", "OrderedDict"): _ordered_dict,
-        ("builtins", "dict"): dict,
-        ("builtins", "list"): list,
-        ("builtins", "tuple"): tuple,
-    }
-
-    def __init__(self, file: Any, archive: zipfile.ZipFile, root: str, source: str):
-        super().__init__(file)
-        self.archive, self.root, self.source = archive, root, source
-        self._storages: dict[str, torch.Tensor] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "torch" and name in _DTYPES:
-            return _StorageType(_DTYPES[name])
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            raise UnsafePickleError(
-                f"{self.source}: refused to load global {module}.{name} from the checkpoint; only tensors and "
-                "plain containers are allowed in a HERO state dict (nothing was executed)"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise UnsafePickleError(f"{self.source}: refused persistent id {pid!r} in the checkpoint")
-        storage_type, key = pid[1], str(pid[2])
-        dtype = storage_type.dtype if isinstance(storage_type, _StorageType) else None
-        if dtype is None:
-            raise UnsafePickleError(f"{self.source}: storage {key!r} has an unknown type {storage_type!r}")
-        if key not in self._storages:
-            try:
-                raw = self.archive.read(f"{self.root}/data/{key}")
-            except KeyError as exc:
-                raise CheckpointError(f"{self.source}: storage file data/{key} missing from the archive") from exc
-            self._storages[key] = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
-        return self._storages[key]
-
-
-def read_torch_state(path: str | Path) -> dict[str, np.ndarray]:
-    """A ``torch.save`` zip checkpoint -> ``{name: array}`` through :class:`RestrictedTorchUnpickler`."""
-    path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"{path}: checkpoint not found") from exc
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(
-            f"{path}: not a PyTorch zip checkpoint (PyTorch's legacy pre-1.6 format is not read; re-save it with "
-            "torch.save(state_dict, path) from PyTorch >= 1.6, or export the arrays with numpy.savez)"
-        ) from exc
-    with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-        if not pickles:
-            raise CheckpointError(f"{path}: field data.pkl missing; not a torch.save archive")
-        name = pickles[0]
-        root = name[: -len("/data.pkl")] if "/" in name else ""
-        try:
-            state = RestrictedTorchUnpickler(io.BytesIO(archive.read(name)), archive, root, str(path)).load()
-        except CheckpointError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: not a readable torch state dict ({exc})") from exc
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path}: top level is a {type(state).__name__}, expected a dict of tensors")
-    out = {}
-    for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{path}: entry {key!r} is not a named tensor")
-        out[key] = value.float().numpy() if value.is_floating_point() else value.numpy()
-    return out
-
-
 def read_hero_state(path: str | Path) -> dict[str, np.ndarray]:
-    """``.npz`` / ``.safetensors`` / torch zip (by suffix, else by content) -> ``{upstream name: array}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                state = {k: archive[k] for k in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"{path}: not a pickle-free .npz of arrays ({exc})") from exc
-    elif suffix == ".safetensors":
-        from actbert.models.pretrained import read_safetensors
-
-        state = {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in read_safetensors(path)[0].items()}
-    else:
-        state = read_torch_state(path)
+    """``.npz`` / ``.safetensors`` / torch zip (by suffix) -> ``{upstream name: array}``; the torch
+    reader is strict (models/torch_checkpoint.py): a HERO state dict holds tensors only."""
+    state = read_state_arrays(path, strict=True)
     for prefix in STRIP_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items()}
@@ -306,11 +176,9 @@ def load_hero_checkpoint(
 
 __all__ = [
     "ConversionReport",
-    "RestrictedTorchUnpickler",
     "UnsafePickleError",
     "infer_sizes",
     "load_hero_checkpoint",
     "load_hero_state",
     "read_hero_state",
-    "read_torch_state",
 ]

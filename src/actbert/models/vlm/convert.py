@@ -21,11 +21,7 @@ pass them) and reports unused / missing keys. A retrieval checkpoint (``MMFusion
 from __future__ import annotations
 
 import dataclasses
-import io
-import pickle
 import re
-import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,6 +30,7 @@ import numpy as np
 import torch
 
 from actbert.errors import CheckpointError
+from actbert.models.torch_checkpoint import OpaqueObject, read_state_arrays, read_torch_zip
 from actbert.models.vlm.configuration import VLMConfig, VLMConfigError
 from actbert.models.vlm.modeling import VLMForPretraining
 
@@ -44,189 +41,12 @@ BUFFER_KEYS = ("bert.embeddings.position_ids",)
 HEAD_PREFIX = "cls."
 
 
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint the restricted reader will not open (nothing was executed)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Restricted reading of torch zip checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-class OpaqueObject:
-    """Stand-in for any non-tensor object in a checkpoint (config objects ...): keeps the global's
-    name and the arguments / state the pickle gave it; nothing of the original class runs."""
-
-    def __init__(self, qualname: str, *args: Any, **kwargs: Any):
-        self.qualname = qualname
-        self.args = args
-        self.state: Any = None
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:  # dict subclasses are filled by SETITEMS
-        if not isinstance(self.state, dict):
-            self.state = {}
-        self.state[key] = value
-
-    def append(self, value: Any) -> None:  # list subclasses are filled by APPENDS
-        if not isinstance(self.state, list):
-            self.state = []
-        self.state.append(value)
-
-    def extend(self, values: Any) -> None:
-        for v in values:
-            self.append(v)
-
-    def __repr__(self) -> str:
-        return f"OpaqueObject({self.qualname})"
-
-
-def _opaque_factory(qualname: str):
-    class _Opaque(OpaqueObject):
-        def __init__(self, *args: Any, **kwargs: Any):
-            super().__init__(qualname, *args, **kwargs)
-
-        def __new__(cls, *args: Any, **kwargs: Any):  # NEWOBJ calls cls.__new__(cls, *args)
-            obj = object.__new__(cls)
-            OpaqueObject.__init__(obj, qualname, *args)
-            return obj
-
-    _Opaque.__name__ = _Opaque.__qualname__ = "Opaque_" + re.sub(r"\W", "_", qualname)
-    return _Opaque
-
-
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
-}
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype
-
-
-def _rebuild_tensor(storage: torch.Tensor, offset: int, size, stride, *rest) -> torch.Tensor:
-    """torch._utils._rebuild_tensor_v2's job on a flat storage tensor (our own code, not torch's)."""
-    if not isinstance(storage, torch.Tensor):
-        raise pickle.UnpicklingError("tensor without a storage")
-    return torch.as_strided(storage, tuple(size), tuple(stride), int(offset))
-
-
-def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, backward_hooks: Any, *rest) -> torch.Tensor:
-    return data
-
-
-class RestrictedTorchUnpickler(pickle.Unpickler):
-    """Unpickles ``data.pkl`` of a torch zip archive: tensors from the archive's storages, plain
-    containers, and an inert :class:`OpaqueObject` for every other global (module docstring)."""
-
-    def __init__(self, file, archive: zipfile.ZipFile, root: str, source: str):
-        super().__init__(file)
-        self.archive = archive
-        self.root = root
-        self.source = source
-        self.opaque: set[str] = set()
-        self._storages: dict[str, torch.Tensor] = {}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-            return _rebuild_tensor
-        if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return _rebuild_parameter
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _StorageType(_STORAGE_DTYPES[name])
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if module == "builtins" and name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bool", "bytes"):
-            return {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset, "int": int,
-                    "float": float, "str": str, "bool": bool, "bytes": bytes}[name]
-        if (module, name) == ("torch", "Size"):
-            return tuple
-        self.opaque.add(f"{module}.{name}")
-        return _opaque_factory(f"{module}.{name}")
-
-    def persistent_load(self, pid: Any) -> Any:
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
-            raise UnsafeCheckpointError(f"{self.source}: unexpected persistent id {pid!r} in the pickle")
-        storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
-        if not isinstance(storage_type, _StorageType):
-            dtype = getattr(storage_type, "dtype", None)
-            if not isinstance(dtype, torch.dtype):
-                raise UnsafeCheckpointError(f"{self.source}: storage {key} has an unknown type {storage_type!r}")
-            storage_type = _StorageType(dtype)
-        if key not in self._storages:
-            try:
-                raw = self.archive.read(f"{self.root}/data/{key}")
-            except KeyError as exc:
-                raise CheckpointError(f"{self.source}: storage {self.root}/data/{key} missing from the archive") from exc
-            flat = torch.frombuffer(bytearray(raw), dtype=storage_type.dtype) if raw else torch.empty(0, dtype=storage_type.dtype)
-            if flat.numel() < numel:
-                raise CheckpointError(f"{self.source}: storage {key} holds {flat.numel()} elements, the pickle says {numel}")
-            self._storages[key] = flat
-        return self._storages[key]
-
-
-def read_torch_zip(path: str | Path) -> tuple[Any, set[str]]:
-    """A ``torch.save`` zip archive -> (its object with tensors rebuilt, names of globals kept opaque)."""
-    path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"{path}: not a torch zip archive ({exc}); legacy (pre-1.6) torch files are not read") from exc
-    with archive:
-        pkls = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-        if len(pkls) != 1:
-            raise CheckpointError(f"{path}: expected one */data.pkl in the archive, found {len(pkls)}")
-        root = pkls[0][: -len("/data.pkl")]
-        unpickler = RestrictedTorchUnpickler(io.BytesIO(archive.read(pkls[0])), archive, root, str(path))
-        try:
-            obj = unpickler.load()
-        except CheckpointError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    return obj, unpickler.opaque
-
-
-def _state_of(obj: Any, source: str) -> dict[str, np.ndarray]:
-    """The state dict inside a checkpoint object (``{"model": ...}`` for fairseq) as numpy arrays."""
-    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
-        obj = obj["model"]
-    elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source}: no state dict (a mapping of names to tensors) in the checkpoint")
-    out = {}
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"{source}: entry {key!r} of the state dict is a {type(value).__name__}, expected a tensor")
-        out[key] = value.detach().to(torch.float32).numpy() if value.dtype in (torch.float16, torch.bfloat16) else value.detach().numpy()
-    return out
-
-
 def read_mmpt_state(path: str | Path) -> dict[str, np.ndarray]:
-    """``{upstream name: array}`` from an MMPT ``.pt`` checkpoint, a ``.npz`` or a ``.safetensors`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from actbert.models.pretrained import read_safetensors
+    """``{upstream name: array}`` from an MMPT ``.pt`` checkpoint, a ``.npz`` or a ``.safetensors`` file.
 
-        tensors, _ = read_safetensors(path)
-        return {k: v.float().numpy() if v.dtype in (torch.float16, torch.bfloat16) else v.numpy() for k, v in tensors.items()}
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                return {k: archive[k] for k in archive.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise CheckpointError(f"{path}: not a pickle-free .npz of arrays ({exc})") from exc
-    obj, _ = read_torch_zip(path)
-    return _state_of(obj, str(path))
+    The ``.pt`` reader keeps fairseq's config objects inert (``strict=False``, models/torch_checkpoint.py).
+    """
+    return read_state_arrays(path, strict=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -380,8 +200,6 @@ def convert_mmpt_checkpoint(path: str | Path, out_dir: str | Path, overrides: Ma
 __all__ = [
     "ConversionReport",
     "OpaqueObject",
-    "RestrictedTorchUnpickler",
-    "UnsafeCheckpointError",
     "convert_mmpt_checkpoint",
     "convert_state_dict",
     "infer_config",
