@@ -28,7 +28,6 @@ per-second features are enabled, which upgrades ``schema.json`` to 2.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -40,7 +39,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from actbert.errors import ActBertError
-from actbert.utils.io import atomic_write_bytes, read_json
+from actbert.utils.io import atomic_write_bytes, locked, read_json
 
 __all__ = [
     "STORE_FORMAT",
@@ -323,20 +322,6 @@ def _encode_record(video_id: str, arrays: Mapping[str, np.ndarray], schema: Stor
     return save(dict(arrays), metadata=metadata)
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    """Exclusive advisory lock (POSIX flock) around a read-modify-write of a shared file."""
-    import fcntl
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class FeatureStoreWriter:
     """Writes records into ``root``; safe to use from many processes at once (one file per video).
 
@@ -425,7 +410,7 @@ def enable_second_features(root: str | os.PathLike) -> StoreSchema:
     path = root / "schema.json"
     if not path.exists():
         raise StoreSchemaError(f"{path}: feature-store schema not found (is {root} a feature store?)")
-    with _locked(root / ".schema.lock"):
+    with locked(root / ".schema.lock"):
         schema = StoreSchema.from_json(read_json(path, "feature-store schema"), source=str(path))
         if schema.second_features:
             return schema

@@ -14,6 +14,7 @@ written -- the OS's own error names none -- and leaves no temporary behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -150,3 +151,19 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ActBertError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+
+
+@contextlib.contextmanager
+def locked(lock_path: str | os.PathLike):
+    """Exclusive advisory lock (POSIX flock) on ``lock_path`` around a read-modify-write of a shared
+    file by several processes (store schema, failures.json)."""
+    import fcntl
+
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

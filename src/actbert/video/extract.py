@@ -60,7 +60,6 @@ frame (regions, ``REGION_FRAMES_PER_CALL`` at a time), per clip window and per p
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -78,7 +77,7 @@ from actbert.data.store import (
     enable_second_features,
 )
 from actbert.errors import ActBertError
-from actbert.utils.io import DiskFullError, atomic_write_json, is_disk_full, read_json
+from actbert.utils.io import DiskFullError, atomic_write_json, is_disk_full, locked, read_json
 from actbert.video.decode import DecodedFrames, clip_windows, frames_at_fps, probe, sample_times
 from actbert.video.regions import FrameRegions, stack_frames
 
@@ -156,20 +155,6 @@ def list_videos(videos_dir: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    """Exclusive advisory lock (POSIX flock) around a read-modify-write of a shared file."""
-    import fcntl
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def update_failures(
     store_root: str | os.PathLike,
     failed: Sequence[Mapping[str, Any]],
@@ -186,7 +171,7 @@ def update_failures(
     path = root / "failures.json"
     succeeded = set(succeeded)
     resolved = set(resolved)
-    with _locked(root / ".failures.lock"):
+    with locked(root / ".failures.lock"):
         existing = read_json(path, "failures report") if path.exists() else []
         new_keys = {(f["video_id"], f.get("stage")) for f in failed}
         kept = [

@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from actbert.models.batch import TensorBatch
+
 
 @dataclass
-class ActBertBatch:
+class ActBertBatch(TensorBatch):
     # text stream
     input_ids: torch.Tensor  # [B, Lt] long
     text_segment_ids: torch.Tensor  # [B, Lt] long
@@ -68,23 +70,6 @@ class ActBertBatch:
     def num_tokens(self) -> int:
         """Real positions over the three streams (throughput logging)."""
         return int(self.text_mask.sum() + self.action_mask.sum() + self.region_mask.sum())
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "ActBertBatch":
-        """A copy with every tensor moved to ``device``."""
-        changes = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device, non_blocking=non_blocking)
-        return dataclasses.replace(self, **changes)
-
-    def pin_memory(self) -> "ActBertBatch":
-        changes = {
-            f.name: getattr(self, f.name).pin_memory()
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        return dataclasses.replace(self, **changes)
 
     def select(self, index: torch.Tensor | slice) -> "ActBertBatch":
         """Rows ``index`` of every tensor (and of ``video_ids``)."""

@@ -12,14 +12,15 @@ layout, ``f_attn_masks`` marks its real positions. A row without frames holds on
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 
+from actbert.models.batch import TensorBatch
+
 
 @dataclass
-class HeroBatch:
+class HeroBatch(TensorBatch):
     task: str  # "repr" (encoder only) or one of configuration.TASKS
     # Cross-modal Transformer rows
     f_sub_input_ids: torch.Tensor  # long [S, Ls]: [SEP] (repr/MFM/FOM/VSM) or [CLS] (MLM) + tokens, PAD-padded
@@ -58,15 +59,6 @@ class HeroBatch:
         if self.query_attn_masks is not None:
             n += int(self.query_attn_masks.sum())
         return n
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "HeroBatch":
-        """A copy with every tensor moved to ``device``."""
-        changes = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor):
-                changes[f.name] = value.to(device, non_blocking=non_blocking)
-        return dataclasses.replace(self, **changes)
 
     @property
     def num_videos(self) -> int:

@@ -23,7 +23,6 @@ per video, :func:`caption_input` per caption, then :func:`match_probabilities` f
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from actbert.models.batch import TensorBatch
 from actbert.errors import ActBertError
 
 from actbert.models.paddlevideo.configuration import MATCHED_CLASS, PADDING_ID
@@ -324,7 +324,7 @@ def encode_captions(tokenizer: Any, texts: Sequence[str], max_len: int = MAX_TEX
 
 
 @dataclass
-class PaddleVideoBatch:
+class PaddleVideoBatch(TensorBatch):
     """The 8 inputs of :class:`~actbert.models.paddlevideo.modeling.PaddleVideoActBert` in upstream order."""
 
     text_ids: torch.Tensor  # [B, Lt] long
@@ -345,10 +345,6 @@ class PaddleVideoBatch:
 
     def inputs(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in INPUT_NAMES]
-
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> "PaddleVideoBatch":
-        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return PaddleVideoBatch(**{k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
     def num_tokens(self) -> int:
         return int(self.text_mask.sum() + self.image_mask.sum() + self.action_mask.sum())

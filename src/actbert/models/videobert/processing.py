@@ -27,7 +27,6 @@ template of paper 4.6 (``feature_template``).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Sequence
@@ -35,6 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from actbert.models.batch import TensorBatch
 from actbert.data.masking import IGNORE_INDEX, mask_tokens
 from actbert.data.samples import SpecialTokens
 from actbert.errors import ActBertError
@@ -51,7 +51,7 @@ class VideoBertDataError(ActBertError):
 
 
 @dataclass
-class VideoBertBatch:
+class VideoBertBatch(TensorBatch):
     """Padded rows; ``L`` sequence length, ``W`` units (task batches)."""
 
     input_ids: torch.Tensor  # [B, L] long, joint vocabulary
@@ -69,14 +69,6 @@ class VideoBertBatch:
 
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "VideoBertBatch":
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                                            for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
-
-    def pin_memory(self) -> "VideoBertBatch":
-        return dataclasses.replace(self, **{f.name: getattr(self, f.name).pin_memory()
-                                            for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from actbert.models.batch import TensorBatch
 from actbert.errors import ActBertError
 from actbert.models.processing import Item, Processor, VideoRef
 from actbert.models.vlm.configuration import TEXT_LABEL_IGNORE
@@ -43,7 +44,7 @@ class VLMInputError(ActBertError):
 
 
 @dataclass
-class VLMBatch:
+class VLMBatch(TensorBatch):
     """MMPT's batch: ``caps``/``cmasks`` ``[B, Lc]``, ``vfeats [B, Lv, D]``, ``vmasks [B, Lv]``;
     for pretraining ``video_label [B, Lv]`` bool (masked frames) and ``text_label [B, Lc]`` (original id
     at masked words, -100 elsewhere)."""
@@ -55,10 +56,6 @@ class VLMBatch:
     video_label: torch.Tensor | None = None
     text_label: torch.Tensor | None = None
     row_mode: torch.Tensor | None = None  # [B] int: 0 MFM-MLM, 1 whole text, 2 whole video (pretraining)
-
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> "VLMBatch":
-        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return VLMBatch(**{k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
     def select(self, rows: torch.Tensor) -> "VLMBatch":
         """The batch of the rows where ``rows [B]`` (bool) is true."""
