@@ -138,7 +138,7 @@ def _batch(model, seed=0):
 
 
 def test_separate_passes_isolate_the_modalities(model):
-    assert capabilities_of(model) == frozenset({"pair_scores", "embeddings", "masked_tokens", "unit_states", "caption_memory"})
+    assert capabilities_of(model) == frozenset({"pair_scores", "embeddings", "masked_tokens", "unit_states", "caption_memory", "caption_generation"})
     batch = _batch(model)
     with torch.no_grad():
         text, video = model.encode_text(batch), model.encode_video(batch)
@@ -285,6 +285,22 @@ def test_all_tasks_run_on_vlm(task_setup, task, tmp_path):
     registry.save_finetuned(task, model, folder)
     again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
     assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+    if task == "captioning":  # VLM captions by itself, as the paper: no decoder head was trained or saved
+        assert not (folder / "heads.json").exists()
+        assert any("own generation" in n for n in records[0]["notes"])
+
+
+def test_captioning_with_the_shared_decoder_on_request(task_setup):
+    from actbert.tasks import registry
+
+    config, assembler, bench = task_setup
+    torch.manual_seed(0)
+    model = model_registry.create_model(config, verbose=False)
+    settings = registry.make_settings("captioning", [*TASK_SETTINGS["captioning"], "generator=decoder"])
+    tuned = registry.finetune("captioning", model, assembler, bench, settings).model
+    assert set(tuned.heads) == {"caption_decoder"}
+    (record,) = registry.evaluate("captioning", tuned, assembler, bench, settings)
+    assert any(n.startswith("decoder: 1 layers") for n in record["notes"])
 
 
 def test_vlm_folder_is_refused_by_another_family(tmp_path, model):

@@ -36,6 +36,10 @@ capability (:func:`require`):
 ``caption_memory``     ``caption_memory(batch) -> (memory [B, L, D], mask [B, L] bool)``: what a
                        caption decoder attends to; ``caption_memory_dim`` gives D, and
                        ``word_embeddings()`` (optional) a word table to start the decoder from.
+``caption_generation`` ``caption_loss(batch) -> []`` (rows: a video part + its caption) and
+                       ``generate_captions(batch, max_words) -> [[word-piece ids]]`` (rows: a
+                       video part, no text): a model that captions by itself (VLM's generation
+                       mask); the captioning task then trains and decodes with these, no decoder.
 =====================  =========================================================================
 
 Batches come from the model's own processor; tasks never look inside them.
@@ -60,6 +64,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "masked_tokens": ("masked_token_logits",),
     "unit_states": ("unit_states",),
     "caption_memory": ("caption_memory",),
+    "caption_generation": ("caption_loss", "generate_captions"),
 }
 
 

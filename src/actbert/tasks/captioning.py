@@ -46,17 +46,18 @@ from actbert.config import AT_LEAST_ONE, DROPOUT, Range
 from actbert.data import readers
 from actbert.metrics.captioning import caption_metrics
 from actbert.data.clips import ClipAssembler
-from actbert.models.interface import device_of, require
+from actbert.models.interface import capabilities_of, device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import Benchmark, TaskError, batched, make_record, on_device
-from actbert.tasks.heads import FinetunedModel, TaskHead, base_model, with_heads
+from actbert.tasks.heads import FinetunedModel, TaskHead, base_model, heads_of, with_heads
 from actbert.train.finetune import TrainLog, train_loop
 from actbert.utils.precision import autocast
 
 TASK = "captioning"
 PRIMARY = "CIDEr"
 REPORTED = ("BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")  # the columns of the paper's Table 1
-REQUIRES = ("caption_memory",)
+REQUIRES = ("caption_memory",)  # the decoder route; a model with "caption_generation" may caption by itself
+OWN = "caption_generation"
 HEAD = "caption_decoder"  # the fine-tuned model's head name
 
 
@@ -89,6 +90,9 @@ class CaptioningSettings:
     beam_size: int = 3  # 1 = greedy
     length_penalty: float = 0.6  # beam hypotheses ranked by log p / len**length_penalty
     meteor: bool = True  # METEOR 1.5 runs in Java; without Java it is reported as None
+    # auto: a model that captions by itself (the "caption_generation" capability, e.g. VLM's generation
+    # mask) trains and decodes with its own head, greedy; any other model gets the decoder. decoder: always the decoder
+    generator: str = "auto"
     num_examples: int = 5
 
 
@@ -157,6 +161,37 @@ class CaptionDecoder(TaskHead):
     @classmethod
     def from_head_config(cls, config: Any) -> "CaptionDecoder":
         return cls(DecoderConfig(**config))
+
+
+def own_generation(model: Any, settings: CaptioningSettings) -> bool:
+    """True when the model captions by itself (``generator=auto`` and the capability), not by a decoder."""
+    if settings.generator not in ("auto", "decoder"):
+        raise TaskError(f"captioning setting generator: expected auto or decoder, got {settings.generator!r}")
+    if settings.generator == "decoder" or HEAD in heads_of(model):
+        return False
+    return OWN in capabilities_of(base_model(model))
+
+
+def own_caption_loss(model: Any, assembler: ClipAssembler, clips: Sequence[CaptionClip]) -> torch.Tensor:
+    """The model's own captioning loss on ``clips`` (rows: the segment's video + its sentence)."""
+    model = base_model(model)
+    batch = processor_for(model, assembler).batch([Item(VideoRef(c.video_id, c.start, c.end), c.sentence) for c in clips],
+                                                  use_regions=False)
+    return model.caption_loss(on_device(batch, model))
+
+
+@torch.no_grad()
+def own_generate(model: Any, assembler: ClipAssembler, clips: Sequence[CaptionClip], max_words: int, batch_size: int = 32,
+                 dtype: str = "fp32", progress: bool = True) -> list[str]:
+    """Detokenised captions from the model's own generation (``generate_captions``), in clip order."""
+    model = base_model(model).eval()
+    processor, tok = processor_for(model, assembler), assembler.tokenizer
+    texts: list[str] = []
+    for chunk in tqdm(list(batched(list(clips), batch_size)), desc="captioning decode", leave=False, disable=not progress):
+        with autocast(dtype, device_of(model).type):
+            ids = model.generate_captions(on_device(clip_batch(processor, chunk), model), max_words)
+        texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
+    return texts
 
 
 def decoder_of(model: Any) -> CaptionDecoder:
@@ -274,11 +309,25 @@ def finetune(model: nn.Module, assembler: ClipAssembler, bench: Benchmark, setti
     ``model``: a model (a fresh decoder is built) or a fine-tuned captioner (trained further).
     Returns the loss log with ``.model`` = the model with its ``caption_decoder``: pass it to :func:`evaluate`.
     """
-    has_decoder = isinstance(model, FinetunedModel) and HEAD in model.heads
-    captioner = model if has_decoder else build_captioner(model, assembler.tokenizer, settings)
     clips, _ = youcook2_clips(bench, assembler, "training")
     if not clips:
         raise TaskError(f"{bench.youcook2}: no training segment has features in {assembler.store_name}")
+    if own_generation(model, settings):  # the model captions by itself: train its own loss, no decoder
+        encoder = base_model(model)
+        rng = np.random.default_rng(settings.seed)
+        torch.manual_seed(settings.seed)
+
+        def own_loss_at(step: int) -> torch.Tensor:
+            idx = rng.choice(len(clips), size=min(settings.train_batch, len(clips)), replace=False)
+            with autocast(settings.dtype, device_of(encoder).type):
+                return own_caption_loss(encoder, assembler, [clips[i] for i in idx])
+
+        log = train_loop(encoder.parameters(), own_loss_at, settings.steps, settings.encoder_lr,
+                         desc="captioning fine-tune (own generation)", modules=[encoder])
+        log.model = encoder.eval()
+        return log
+    has_decoder = isinstance(model, FinetunedModel) and HEAD in model.heads
+    captioner = model if has_decoder else build_captioner(model, assembler.tokenizer, settings)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
 
@@ -420,16 +469,22 @@ def generate(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequenc
 def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, settings: CaptioningSettings, variant: str = "") -> list[dict]:
     """One record: captions of the YouCook2 validation segments scored against their sentences.
 
-    ``model`` must have a ``caption_decoder`` head (``finetune(...).model`` or ``load_for_evaluation``).
+    ``model`` must have a ``caption_decoder`` head (``finetune(...).model`` or ``load_for_evaluation``),
+    or caption by itself (``caption_generation``, with ``generator=auto``).
     """
-    decoder_of(model)
+    own = own_generation(model, settings)
+    if not own:
+        decoder_of(model)
     start = time.perf_counter()
     clips, skipped = youcook2_clips(bench, assembler, "validation")
     if settings.max_clips:
         clips = clips[: settings.max_clips]
     if not clips:
         raise TaskError(f"{bench.youcook2}: no validation segment has features in {assembler.store_name}")
-    predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype)
+    if own:
+        predictions = own_generate(model, assembler, clips, settings.max_caption_len - 1, settings.batch_size, settings.dtype)
+    else:
+        predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype)
     scores = caption_metrics({c.name: p for c, p in zip(clips, predictions)}, {c.name: [c.sentence] for c in clips}, meteor=settings.meteor)
     all_scores = scores.to_dict()
     metrics = {name: all_scores[name] for name in REPORTED}
@@ -438,8 +493,12 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
         notes.append(f"limited to the first {len(clips)} validation segments (max_clips={settings.max_clips})")
     if skipped:
         notes.append(f"{len(skipped)} segment(s) skipped: no features")
-    decoding = "greedy" if settings.beam_size == 1 else f"beam {settings.beam_size}"
-    notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)")
+    decoding = "greedy" if (own or settings.beam_size == 1) else f"beam {settings.beam_size}"
+    if own:
+        notes.append(f"the model's own generation ({type(base_model(model)).__name__}.generate_captions), greedy, "
+                     f"at most {settings.max_caption_len - 1} words; no decoder; no region cues")
+    else:
+        notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)")
     return [
         make_record(
             TASK,
