@@ -75,11 +75,12 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def _choose_class(registered: type, saved_name: str | None, requested: type | None) -> type:
+def _choose_class(registered: type, saved_name: str | None, requested: type | None, where: str = "config.json") -> type:
     if requested is not None:
         allowed = {registered, getattr(registered, "base_model_class", None)}
-        if requested not in allowed and requested.config_class is not registered.config_class:
-            raise TypeError(f"{requested.__name__} cannot load a {registered.__name__} checkpoint")
+        if requested not in allowed and getattr(requested, "config_class", None) is not registered.config_class:
+            raise CheckpointError(f"{where}: field 'architecture' names a {registered.__name__} checkpoint, which "
+                                  f"{requested.__name__} cannot load (a checkpoint of another model family)")
         return requested
     base = getattr(registered, "base_model_class", None)
     if base is not None and saved_name == base.__name__:
@@ -111,7 +112,7 @@ def from_pretrained(
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: not found")
     tensors, metadata = read_safetensors(weights_path)
-    cls = _choose_class(registered, metadata.get("model_class"), model_class)
+    cls = _choose_class(registered, metadata.get("model_class"), model_class, str(config_path))
     model = cls(config)
 
     prefix = getattr(registered, "base_model_prefix", None)
