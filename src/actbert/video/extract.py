@@ -410,7 +410,7 @@ def extract_videos(
     if verb_miner is None and any(clips_by_video.get(v) for v in todo):
         from actbert.text.verbs import VerbMiner
 
-        verb_miner = VerbMiner()
+        verb_miner = VerbMiner.for_vocabulary(vocab)  # the stop list the vocabulary was mined with
     all_clips = [c for v in todo for c in clips_by_video.get(v, [])]
     all_verbs = verb_miner.verbs_many([c.text for c in all_clips]) if all_clips else []
     verbs_of = {(c.video_id, c.index): verbs for c, verbs in zip(all_clips, all_verbs)}
