@@ -199,3 +199,35 @@ def test_an_unwritable_out_is_reported_for_a_read_only_file_system(tmp_path, mon
         check_writable(tmp_path, "--out")
     assert info.value.errno == errno.EROFS
 
+
+
+def test_a_full_disk_while_appending_the_metrics_log_names_it(tmp_path, monkeypatch):
+    import builtins
+    import errno as errno_module
+
+    from actbert.train.metrics_log import MetricsLog
+    from actbert.utils.io import DiskFullError
+
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write({"step": 1, "loss": 1.0})
+    real_open = builtins.open
+
+    class FullFile:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, text):
+            raise OSError(errno_module.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: FullFile(real_open(path, *a, **k)) if str(path) == str(log.path) else real_open(path, *a, **k))
+    with pytest.raises(DiskFullError, match=r"metrics.jsonl: no space left on the device .*--resume"):
+        log.write({"step": 2, "loss": 0.5})

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from actbert.utils.io import atomic_write_text
+from actbert.utils.io import DiskFullError, atomic_write_text, is_disk_full
 
 LOSS_KEYS = ("loss", "mlm", "action", "region", "match")  # ActBERT's (the paper model's) names
 NOT_LOSSES = ("step", "epoch", "lr", "samples_per_s", "tokens_per_s")
@@ -59,9 +59,15 @@ class MetricsLog:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict[str, Any]) -> None:
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-            handle.flush()
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+                handle.flush()
+        except OSError as exc:
+            if is_disk_full(exc):  # name the file, as every other write of a run does
+                raise DiskFullError(exc.errno, f"{self.path}: no space left on the device while appending the metrics log "
+                                    "(free space, then resume with --resume)", str(self.path)) from exc
+            raise
 
 
 def plot_metrics(jsonl_path: str | os.PathLike, png_path: str | os.PathLike) -> Path | None:
