@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from helpers_planted_store import tiny_model, write_planted_store
 
 from actbert.cli import main

@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 from helpers_planted_store import tiny_model, write_planted_store
 from actbert.data import readers

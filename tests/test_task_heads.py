@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file
 
 from helpers_planted_store import tiny_model, write_planted_store

@@ -26,7 +26,7 @@ from actbert.models.videobert.processing import (
     layout,
     mask_visual,
 )
-from actbert.models.videobert.visual_vocab import VisualVocabulary, fit_visual_vocabulary, tokenize_video
+from actbert.models.videobert.visual_vocab import fit_visual_vocabulary, tokenize_video
 
 DIM = 4
 SECONDS = 30

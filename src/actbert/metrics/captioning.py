@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Hashable, Mapping, Sequence
 
 from .errors import MetricInputError

@@ -17,7 +17,6 @@ Empty input, or no counted frame at all, raises ``MetricInputError``.
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 
