@@ -18,6 +18,13 @@ model on the MSR-VTT training split (``MSRVTT_train.9k.csv`` videos, captions fr
 each, ``negatives`` captions of other training videos (drawn from the same batch when it is large
 enough, else at random), binary cross-entropy on the logits.
 
+Modes (``mode``): ``exhaustive`` (the default, the paper's protocol) scores every pair as above;
+``bi-encoder`` ranks by the similarity of the model's separate embeddings (the ``embeddings``
+capability, an exact faiss index, :mod:`actbert.tasks.index`); ``two-stage`` shortlists the top
+``k`` clips of each query by the embeddings and reranks them with ``pair_scores`` -- ``T x k``
+forward passes instead of ``T x V``; clips outside the shortlist rank below it, in embedding
+order. With ``k`` = the gallery size, two-stage is the exhaustive ranking.
+
 Any model with the ``pair_scores`` capability runs here; its own processor lays out the pairs
 (a converted PaddleVideo checkpoint gets PaddleVideo's MSR-VTT test layout,
 :mod:`actbert.models.paddlevideo.processing`).
@@ -40,18 +47,24 @@ from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import Benchmark, TaskError, make_record
 from actbert.train.finetune import TrainLog, train_loop
+from actbert.tasks import index
 from actbert.tasks.scoring import score_items
 
 TASK = "retrieval"
 PRIMARY = "R@5"
 REQUIRES = ("pair_scores",)
+MODES = ("exhaustive", "bi-encoder", "two-stage")
 
 
 @dataclass
 class RetrievalSettings:
     # numeric settings not named here must be >= 0 (checked by tasks.registry)
-    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE}
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE, "k": AT_LEAST_ONE}
     batch_size: int = 64  # pairs per forward pass when scoring
+    # exhaustive: pair_scores of every (query, clip) | bi-encoder: the embedding similarity |
+    # two-stage: the top k clips by the embeddings, reranked by pair_scores (module docstring)
+    mode: str = "exhaustive"
+    k: int = 16  # two-stage shortlist length per query
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     max_queries: int = 0  # 0 = the whole gallery; else the first N clips (budgeted runs say so)
@@ -132,13 +145,66 @@ def score_matrix(
     return scores.reshape(len(queries), len(clips))
 
 
+def check_mode(settings: RetrievalSettings) -> None:
+    if settings.mode not in MODES:
+        raise TaskError(f"retrieval setting 'mode': must be one of {', '.join(MODES)}, got {settings.mode!r}")
+
+
+def embedding_scores(model: Any, assembler: ClipAssembler, queries: Sequence[str], clips: Sequence[Clip], settings: RetrievalSettings) -> tuple[np.ndarray, np.ndarray]:
+    """The bi-encoder: (similarity ``[T, V]`` float32, clip rows by similarity ``[T, V]`` int64), from an
+    exact faiss index over the clips' ``encode_video`` and the queries' ``encode_text``."""
+    require(model, ["embeddings"], f"{TASK} (mode={settings.mode})")
+    gallery_index = index.build_index(model, assembler, clips, "flat", settings.batch_size, settings.dtype, settings.use_regions)
+    q = index.embed_texts(model, assembler, queries, clips[0], settings.batch_size, settings.dtype, settings.use_regions)
+    sims, order = gallery_index.search(q, len(clips))
+    full = np.empty_like(sims)
+    np.put_along_axis(full, order, sims, axis=1)
+    return full, order
+
+
+def two_stage_scores(model: Any, assembler: ClipAssembler, queries: Sequence[str], clips: Sequence[Clip], settings: RetrievalSettings) -> np.ndarray:
+    """``[T, V]``: the top ``k`` clips of each query by the embeddings, rescored by ``pair_scores``
+    (the shared pair scorer); every clip outside the shortlist ranks below all of it, in embedding order."""
+    sims, order = embedding_scores(model, assembler, queries, clips, settings)
+    k = min(settings.k, len(clips))
+    # clip order within a shortlist is irrelevant to the ranking; clip-index order makes k = V score
+    # exactly the items (and batches) of the exhaustive path
+    shortlist = np.sort(order[:, :k], axis=1)
+    refs = [VideoRef(c.video_id, c.start, c.end) for c in clips]
+    items = [Item(refs[v], queries[t]) for t in range(len(queries)) for v in shortlist[t]]
+    pair = score_items(model, assembler, items, settings.batch_size, settings.dtype, settings.use_regions, TASK).reshape(len(queries), k)
+    floor = pair.min(axis=1, keepdims=True) - 1.0
+    # outside the shortlist: below the floor, ordered by similarity (<= 0 offsets from the best outsider)
+    inside = np.zeros(sims.shape, bool)
+    np.put_along_axis(inside, shortlist, True, axis=1)
+    outside = np.where(inside, -np.inf, sims)
+    best_out = outside.max(axis=1, keepdims=True) if k < len(clips) else np.zeros((len(queries), 1), np.float32)
+    scores = (floor + (sims - best_out)).astype(np.float32)
+    np.put_along_axis(scores, shortlist, pair, axis=1)
+    return scores
+
+
+def gallery_scores(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings) -> np.ndarray:
+    """``[T, V]`` scores of the gallery under ``settings.mode`` (higher = better)."""
+    check_mode(settings)
+    if settings.mode == "bi-encoder":
+        return embedding_scores(model, assembler, gallery.queries, gallery.clips, settings)[0]
+    if settings.mode == "two-stage":
+        return two_stage_scores(model, assembler, gallery.queries, gallery.clips, settings)
+    return score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
+
+
 def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings, variant: str = "", protocol_suffix: str = "zero-shot") -> dict:
     """Score a gallery and turn it into a results record (plus per-query ranks)."""
     start = time.perf_counter()
-    scores = score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
+    scores = gallery_scores(model, assembler, gallery, settings)
     metrics = retrieval_metrics(scores, gallery.gt_index)
     ranks = ground_truth_ranks(scores, gallery.gt_index)
     notes = []
+    if settings.mode == "bi-encoder":
+        notes.append("mode=bi-encoder: ranked by the embedding similarity (encode_text . encode_video, exact faiss index)")
+    elif settings.mode == "two-stage":
+        notes.append(f"mode=two-stage: top k={min(settings.k, len(gallery.clips))} clips by the embeddings, reranked by pair_scores")
     if settings.max_queries:
         notes.append(f"gallery limited to the first {len(gallery.queries)} clips (max_queries={settings.max_queries})")
     if gallery.skipped:
@@ -225,6 +291,7 @@ def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: R
 
 def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: RetrievalSettings, variant: str = "", finetuned: bool = False, datasets: Sequence[str] = ("youcook2", "msrvtt")) -> list[dict]:
     """Records for each dataset in ``datasets`` whose annotation files exist."""
+    check_mode(settings)
     records = []
     suffix = "fine-tuned" if finetuned else "zero-shot"
     for name in datasets:
