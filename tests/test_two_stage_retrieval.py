@@ -147,3 +147,40 @@ def test_empty_gallery_and_missing_capability(setup, tmp_path):
         ret.gallery_scores(model, assembler, gallery, settings(mode="fast"))
     with pytest.raises(ActBertError, match="k"):
         settings(k=0)
+
+
+def test_search_command_prints_the_reranked_top_clips(setup, tmp_path, capsys):
+    from helpers_planted_store import write_planted_store
+
+    from actbert.cli import main
+    from actbert.data.clips import ClipAssembler
+    from actbert.tasks.scoring import score_items
+
+    model, _, bench, _, _, tokenizer = setup
+    store = write_planted_store(bench.root, tmp_path / "store")
+    assembler = ClipAssembler(store, tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    query = "cut the onion"
+    argv = ["search", "--model", str(tmp_path / "model"), "--store", str(store.root), "--query", query, "--k", "3", "--shortlist", "5"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(lines) == 3
+    # by hand: the store's clips, the 5 nearest by the embeddings, reranked by pair_scores
+    clips = [(v, float(s), float(e)) for v in store.video_ids() for s, e in assembler.video(v).clip_times]
+    proc = processor_for(model, assembler)
+    with torch.no_grad():
+        text = model.encode_text(proc.batch([Item(VideoRef(clips[0][0], clips[0][1], clips[0][2]), query)]))[0]
+        sims = [float(model.encode_video(proc.batch([Item(VideoRef(*c))]))[0] @ text) for c in clips]
+    short = [clips[i] for i in np.argsort(sims)[::-1][:5]]
+    scores = score_items(model, assembler, [Item(VideoRef(*c), query) for c in short], progress=False)
+    expected = [short[i] for i in np.argsort(-scores, kind="stable")[:3]]
+    printed = [(ln.split()[1], float(ln.split()[2]), float(ln.split()[3])) for ln in lines]
+    assert [(v, round(s, 2), round(e, 2)) for v, s, e in expected] == printed
+    manifest = store.root / "index" / "vlm" / "manifest.json"
+    assert manifest.is_file()
+    before = manifest.stat().st_mtime_ns
+    assert main(argv) == 0 and manifest.stat().st_mtime_ns == before  # reused, not rebuilt
+    capsys.readouterr()
+    other = write_planted_store(bench.root, tmp_path / "other", action_dim=32, region_dim=32)
+    assert main([*argv[:4], str(other.root), *argv[5:], "--index", str(manifest.parent)]) == 1
+    assert f"{manifest}: field" in capsys.readouterr().err

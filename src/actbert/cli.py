@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "pretrain": "pretrain",
     "finetune": "finetune",
     "evaluate": "evaluate",
+    "search": "search",
     "convert-paddle": "convert_paddle",
     "check-parity": "check_parity",
     "build-visual-vocab": "build_visual_vocab",

@@ -42,6 +42,7 @@ from actbert.errors import ActBertError
 from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import batched
+from actbert.tasks.heads import base_model
 from actbert.utils.io import atomic_write_json, read_json
 from actbert.utils.precision import autocast
 
@@ -85,14 +86,14 @@ def _as_dict(obj: Any) -> Any:
 
 def config_digest(model: Any) -> str:
     """Digest of the model's config fields (what ``config.json`` holds)."""
-    return _json_digest(_as_dict(getattr(model, "config", {})))
+    return _json_digest(_as_dict(getattr(base_model(model), "config", {})))
 
 
 @torch.no_grad()
 def weights_digest(model: Any) -> str:
     """Digest of the model's weights: an index built before fine-tuning is refused after it."""
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(base_model(model).state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -106,7 +107,8 @@ def store_digest(assembler: Any) -> str:
 
 
 def architecture_of(model: Any) -> str:
-    return str(getattr(getattr(model, "config", None), "architecture", type(model).__name__))
+    inner = base_model(model)
+    return str(getattr(getattr(inner, "config", None), "architecture", type(inner).__name__))
 
 
 def normalized_for(model: Any) -> bool:
@@ -290,10 +292,75 @@ def load_index(folder: str | os.PathLike, model: Any | None = None, assembler: A
     return GalleryIndex(index, clips, manifest, folder)
 
 
+# ----------------------------------------------------------------------------- search
+
+
+def store_gallery(assembler: Any) -> list[GalleryClip]:
+    """Every clip of every video of the store (its ``clip_times`` spans), in store order."""
+    store = assembler.store
+    clips = []
+    for video_id in store.video_ids():
+        for start, end in np.asarray(assembler.video(video_id).clip_times, np.float64):
+            clips.append(GalleryClip(video_id, float(start), float(end)))
+    return clips
+
+
+def open_index(model: Any, assembler: Any, folder: str | os.PathLike | None = None, kind: str = "flat", rebuild: bool = False,
+               batch_size: int = 64, dtype: str = "fp32") -> GalleryIndex:
+    """The store's gallery index in ``folder`` (default :func:`default_folder`): loaded when it is
+    there (and checked against the model, the store and the store's clips), else built and saved."""
+    folder = Path(folder) if folder is not None else default_folder(assembler, model)
+    clips = store_gallery(assembler)
+    if not clips:
+        raise GalleryIndexError(f"{assembler.store_name}: field 'clips' is empty (the store has no videos to search)")
+    if not rebuild and (folder / MANIFEST_NAME).is_file():
+        loaded = load_index(folder, model, assembler)
+        if loaded.clips != clips:
+            raise GalleryIndexError(
+                f"{folder / MANIFEST_NAME}: field 'clips' lists {len(loaded.clips)} clips, the store now has {len(clips)} or others (rebuild the index)"
+            )
+        return loaded
+    built = build_index(model, assembler, clips, kind, batch_size, dtype)
+    built.save(folder)
+    return built
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a gallery clip and its score (higher = better)."""
+
+    clip: GalleryClip
+    score: float
+    similarity: float  # the embedding similarity that shortlisted it
+
+
+def search(model: Any, assembler: Any, gallery: GalleryIndex, query: str, k: int = 10, shortlist: int = 64, rerank: bool = True,
+           batch_size: int = 64, dtype: str = "fp32") -> list[Hit]:
+    """The top ``k`` clips for ``query``: the ``max(k, shortlist)`` nearest by the embeddings, reranked by
+    the model's ``pair_scores`` (the shared pair scorer) when ``rerank`` (else by the similarity)."""
+    from actbert.tasks.scoring import score_items  # the scorer imports processing; keep this module light
+
+    if len(gallery) == 0:
+        raise GalleryIndexError(f"{gallery.where}: field 'clips' is empty (the gallery has no clips to search)")
+    q = embed_texts(model, assembler, [query], gallery.clips[0], batch_size, dtype)
+    sims, ids = gallery.search(q, max(k, shortlist) if rerank else k)
+    rows = [int(i) for i in ids[0] if i >= 0]
+    sim_of = {int(i): float(s) for s, i in zip(sims[0], ids[0]) if i >= 0}
+    if rerank:
+        items = [Item(VideoRef(gallery.clips[r].video_id, gallery.clips[r].start, gallery.clips[r].end), query) for r in rows]
+        scores = score_items(model, assembler, items, batch_size, dtype, True, "search", progress=False)
+        order = np.argsort(-scores, kind="stable")
+        hits = [Hit(gallery.clips[rows[j]], float(scores[j]), sim_of[rows[j]]) for j in order]
+    else:
+        hits = [Hit(gallery.clips[r], sim_of[r], sim_of[r]) for r in rows]
+    return hits[:k]
+
+
 __all__ = [
     "GalleryClip",
     "GalleryIndex",
     "GalleryIndexError",
+    "Hit",
     "build_index",
     "config_digest",
     "default_folder",
@@ -301,6 +368,9 @@ __all__ = [
     "embed_texts",
     "load_index",
     "normalized_for",
+    "open_index",
+    "search",
+    "store_gallery",
     "store_digest",
     "weights_digest",
 ]
