@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers_tasks import TASKS, run_task
+
 from actbert.errors import ActBertError, CheckpointError
 from actbert.models.hero import HeroConfig, HeroForPretraining
 from actbert.models.hero.convert import UnsafePickleError, load_hero_checkpoint, read_hero_state
@@ -228,29 +230,8 @@ def task_setup(synth_tiny, tmp_path_factory):
     return config, ClipAssembler(store, tokenizer), Benchmark(synth_tiny)
 
 
-TASK_SETTINGS = {
-    "retrieval": ["steps=2", "train_batch=4", "max_queries=6", "batch_size=16"],
-    "captioning": ["steps=2", "train_batch=4", "max_clips=3", "meteor=false", "beam_size=1", "layers=1", "heads=2", "max_caption_len=6"],
-    "videoqa": ["steps=2", "train_batch=2", "fib_batch=2", "max_questions=4"],
-    "segmentation": ["steps=2", "train_batch=2", "max_videos=1"],
-    "step_localization": ["units=clips", "max_videos=1"],
-}
-
-
-@pytest.mark.parametrize("task", list(TASK_SETTINGS))
-def test_all_tasks_run_on_hero(task_setup, task):
-    from actbert.tasks import registry
-
+@pytest.mark.parametrize("task", TASKS)
+def test_all_tasks_run_on_hero(task_setup, task, tmp_path):
     config, assembler, bench = task_setup
     torch.manual_seed(0)
-    model = HeroForPretraining(config)
-    settings = registry.make_settings(task, TASK_SETTINGS[task])
-    finetuned = False
-    if registry.has_finetune(task):
-        model = getattr(registry.finetune(task, model, assembler, bench, settings), "model", model)
-        finetuned = True
-    records = registry.evaluate(task, model, assembler, bench, settings, finetuned=finetuned)
-    primary = registry.task_module(task).PRIMARY
-    assert records
-    for r in records:
-        assert math.isfinite(r["metrics"][primary]), r["metrics"]
+    run_task(task, HeroForPretraining(config), assembler, bench, tmp_path / "finetuned")

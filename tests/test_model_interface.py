@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers_tasks import TASKS, run_task
+
 from actbert.errors import CapabilityError
 from actbert.models import registry as model_registry
 from actbert.models.actbert.processing import ActBertProcessor
@@ -180,15 +182,6 @@ def test_pretrain_logs_toy_losses_saves_and_scales_lr(pretrained):
     assert lrs["video"] == pytest.approx(2 * lrs["other"])
 
 
-TASK_SETTINGS = {
-    "retrieval": ["steps=2", "train_batch=4", "max_queries=6", "batch_size=16"],
-    "captioning": ["steps=2", "train_batch=4", "max_clips=3", "meteor=false", "beam_size=1", "layers=1", "heads=2", "max_caption_len=6"],
-    "videoqa": ["steps=2", "train_batch=2", "fib_batch=2", "max_questions=4"],
-    "segmentation": ["steps=2", "train_batch=2", "max_videos=1"],
-    "step_localization": ["units=clips", "max_videos=1"],
-}
-
-
 @pytest.fixture(scope="module")
 def task_setup(toy_registered, synth_tiny, tmp_path_factory):
     from helpers_planted_store import write_planted_store
@@ -203,31 +196,11 @@ def task_setup(toy_registered, synth_tiny, tmp_path_factory):
     return config, ClipAssembler(store, tokenizer), Benchmark(synth_tiny)
 
 
-@pytest.mark.parametrize("task", list(TASK_SETTINGS))
+@pytest.mark.parametrize("task", TASKS)
 def test_all_tasks_run_on_the_toy_model(task_setup, task, tmp_path):
-    from actbert.tasks import registry
-
     config, assembler, bench = task_setup
     torch.manual_seed(0)
-    model = model_registry.create_model(config, verbose=False)
-    settings = registry.make_settings(task, TASK_SETTINGS[task])
-    finetuned = False
-    if registry.has_finetune(task):
-        result = registry.finetune(task, model, assembler, bench, settings)
-        model = getattr(result, "model", model)
-        finetuned = True
-    records = registry.evaluate(task, model, assembler, bench, settings, finetuned=finetuned)
-    primary = registry.task_module(task).PRIMARY
-    assert records and all(r["task"] == task and r["primary"] == primary for r in records)
-    for r in records:
-        value = r["metrics"][primary]
-        assert isinstance(value, (int, float)) and math.isfinite(value), r["metrics"]
-        assert 0.0 <= value <= (10.0 if primary == "CIDEr" else 100.0), (primary, value)
-    # the fine-tuned model (with its task heads, if any) survives save + load: the same numbers
-    folder = tmp_path / "finetuned"
-    registry.save_finetuned(task, model, folder)
-    again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
-    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+    run_task(task, model_registry.create_model(config, verbose=False), assembler, bench, tmp_path / "finetuned")
 
 
 class ToyOneTaskPerBatch(ToyDualModel):

@@ -10,19 +10,11 @@ import pytest
 import torch
 
 from helpers_planted_store import write_planted_store
+from helpers_tasks import TASKS, run_task
 
 from actbert.train.config import load_pretrain_config
 
 torch.set_num_threads(1)
-
-TASK_SETTINGS = {
-    "retrieval": ["steps=2", "train_batch=4", "max_queries=6", "batch_size=16"],
-    "captioning": ["steps=2", "train_batch=4", "max_clips=3", "meteor=false", "beam_size=1", "layers=1", "heads=2", "max_caption_len=6"],
-    "videoqa": ["steps=2", "train_batch=2", "fib_batch=2", "max_questions=4"],
-    "segmentation": ["steps=2", "train_batch=2", "max_videos=1"],
-    "step_localization": ["units=clips", "max_videos=1"],
-}
-
 
 @pytest.fixture(scope="module")
 def pretrained(synth_tiny, tmp_path_factory):
@@ -53,28 +45,11 @@ def test_pretraining_logs_the_three_regimes_losses(pretrained):
         assert all(r[k] is None or math.isfinite(r[k]) for k in names)
 
 
-@pytest.mark.parametrize("task", list(TASK_SETTINGS))
+@pytest.mark.parametrize("task", TASKS)
 def test_all_tasks_run_on_a_videobert_folder(pretrained, synth_tiny, task, tmp_path):
     from actbert.tasks import registry
     from actbert.tasks.common import Benchmark
 
     root, store, _ = pretrained
-    bench = Benchmark(synth_tiny)
     model = registry.load_for_evaluation(task, root / "run" / "model")
-    assembler = registry.build_assembler(store.root, model)
-    settings = registry.make_settings(task, TASK_SETTINGS[task])
-    finetuned = False
-    if registry.has_finetune(task):
-        torch.manual_seed(0)
-        model = registry.finetune(task, model, assembler, bench, settings).model
-        finetuned = True
-    records = registry.evaluate(task, model, assembler, bench, settings, finetuned=finetuned)
-    primary = registry.task_module(task).PRIMARY
-    assert records and all(r["task"] == task and r["primary"] == primary for r in records)
-    for r in records:
-        value = r["metrics"][primary]
-        assert isinstance(value, (int, float)) and math.isfinite(value), r["metrics"]
-    folder = tmp_path / "finetuned"
-    registry.save_finetuned(task, model, folder)
-    again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
-    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+    run_task(task, model, registry.build_assembler(store.root, model), Benchmark(synth_tiny), tmp_path / "finetuned")

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers_tasks import TASK_SETTINGS, TASKS, run_task
+
 from actbert.data.clips import ClipsError, SecondFeatures
 from actbert.models import registry as model_registry
 from actbert.models.interface import capabilities_of
@@ -237,13 +239,7 @@ def test_pretraining_data_refuses_a_store_without_seconds(tmp_path):
         VLMProcessor.pretraining_data(source)
 
 
-TASK_SETTINGS = {
-    "retrieval": ["steps=2", "train_batch=4", "max_queries=6", "batch_size=16"],
-    "captioning": ["steps=2", "train_batch=4", "max_clips=3", "meteor=false", "beam_size=1", "layers=1", "heads=2", "max_caption_len=6"],
-    "videoqa": ["steps=2", "train_batch=2", "fib_batch=2", "max_questions=4"],
-    "segmentation": ["steps=2", "train_batch=2", "max_videos=1"],
-    "step_localization": ["units=seconds", "max_videos=1"],
-}
+VLM_TASK_EXTRA = {"step_localization": ["units=seconds"]}  # 1 FPS candidates over per-second features
 
 
 @pytest.fixture(scope="module")
@@ -262,29 +258,13 @@ def task_setup(synth_tiny, tmp_path_factory):
     return config, ClipAssembler(store, tokenizer), Benchmark(synth_tiny)
 
 
-@pytest.mark.parametrize("task", list(TASK_SETTINGS))
+@pytest.mark.parametrize("task", TASKS)
 def test_all_tasks_run_on_vlm(task_setup, task, tmp_path):
-    from actbert.tasks import registry
-
     config, assembler, bench = task_setup
     torch.manual_seed(0)
-    model = model_registry.create_model(config, verbose=False)
-    settings = registry.make_settings(task, TASK_SETTINGS[task])
-    finetuned = False
-    if registry.has_finetune(task):
-        result = registry.finetune(task, model, assembler, bench, settings)
-        model = getattr(result, "model", model)
-        finetuned = True
-    records = registry.evaluate(task, model, assembler, bench, settings, finetuned=finetuned)
-    primary = registry.task_module(task).PRIMARY
-    assert records and all(r["task"] == task for r in records)
-    for r in records:
-        value = r["metrics"][primary]
-        assert isinstance(value, (int, float)) and math.isfinite(value), r["metrics"]
     folder = tmp_path / "finetuned"
-    registry.save_finetuned(task, model, folder)
-    again = registry.evaluate(task, registry.load_for_evaluation(task, folder), assembler, bench, settings, finetuned=finetuned)
-    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+    _, records = run_task(task, model_registry.create_model(config, verbose=False), assembler, bench, folder,
+                          VLM_TASK_EXTRA.get(task, ()))
     if task == "captioning":  # VLM captions by itself, as the paper: no decoder head was trained or saved
         assert not (folder / "heads.json").exists()
         assert any("own generation" in n for n in records[0]["notes"])
