@@ -99,16 +99,8 @@ def from_pretrained(
     """
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path}: not found (is {directory} a folder written by save_pretrained?)")
-    try:
-        data = read_json(config_path, "model config")
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from exc
-    if not isinstance(data, dict) or "architecture" not in data:
-        raise CheckpointError(f"{config_path}: missing key 'architecture'")
-    registered = resolve_architecture(data["architecture"], f"{config_path}:architecture")
-    config = from_dict(registered.config_class, data, source=str(config_path))
+    config = read_saved_config(directory)
+    registered = resolve_architecture(config.architecture, f"{config_path}:architecture")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: not found")
     tensors, metadata = read_safetensors(weights_path)

@@ -106,17 +106,9 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device = "cpu")
 
 def read_model_config(model_dir: str | os.PathLike) -> Any:
     """The config dataclass saved in ``model_dir/config.json`` (architecture from the registry)."""
-    from actbert.config import from_dict
-    from actbert.models.pretrained import CONFIG_NAME
-    from actbert.models.registry import resolve_architecture
-    from actbert.utils.io import read_json
+    from actbert.models.pretrained import read_saved_config
 
-    path = Path(model_dir) / CONFIG_NAME
-    data = read_json(path, "model config")
-    if not isinstance(data, dict) or "architecture" not in data:
-        raise TaskError(f"{path}: missing key 'architecture'")
-    cls = resolve_architecture(data["architecture"], f"{path}:architecture")
-    return from_dict(cls.config_class, data, source=str(path))
+    return read_saved_config(model_dir)
 
 
 def fresh_model(config_or_dir: Any, seed: int = 0, device: str | torch.device = "cpu"):
