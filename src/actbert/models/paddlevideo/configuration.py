@@ -72,6 +72,10 @@ class PaddleVideoActBertConfig:
     bi_num_attention_heads: int = 8
     fusion_method: str = "mul"
     initializer_range: float = 0.02
+    # Not an upstream argument (a speed setting of this port): in pretraining_forward, compute the
+    # vocab-wide text logits only at the positions with an MLM label (same loss and gradients; the
+    # upstream forward always returns logits at every text position). False = upstream.
+    mlm_logits_at_labels: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

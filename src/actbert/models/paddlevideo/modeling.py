@@ -388,7 +388,7 @@ class PretrainingHeads(nn.Module):
 
 
 class PaddleVideoOutput(NamedTuple):
-    prediction_scores_t: torch.Tensor  # [B, Lt, vocab]
+    prediction_scores_t: torch.Tensor  # [B, Lt, vocab] ([N, vocab] when upstream_forward got text_positions)
     prediction_scores_v: torch.Tensor  # [B, Lv, v_target] (slot 0 = global slot)
     prediction_scores_a: torch.Tensor  # [B, La, a_target]
     seq_relationship_score: torch.Tensor  # [B, 2]; class 0 = matched
@@ -476,12 +476,18 @@ class PaddleVideoActBert(VideoTextModel):
         return self.upstream_forward(text_ids, *inputs, **kw)
 
     def pretraining_forward(self, batch: PaddleVideoBatch) -> PretrainingOutput:
-        outputs = self.upstream_forward(*batch.inputs())
+        """The four losses of a pretraining batch. With ``config.mlm_logits_at_labels`` the text head
+        runs only at the positions with an MLM label (``[N, vocab]`` logits instead of
+        ``[B, Lt, vocab]``; the loss and its gradients are the upstream ones)."""
         for name in ("masked_lm_labels", "image_label", "image_target", "masked_action_labels", "next_sentence_label"):
             if getattr(batch, name) is None:
                 raise PaddleVideoInputError(f"PaddleVideoBatch.{name}: missing (a pretraining batch needs every label)")
+        at_labels = self.config.mlm_logits_at_labels
+        text_positions = batch.masked_lm_labels != -1 if at_labels else None  # [B, Lt]
+        outputs = self.upstream_forward(*batch.inputs(), text_positions=text_positions)
         loss = paddlevideo_pretraining_loss(
-            outputs, batch.masked_lm_labels, batch.image_label, batch.image_target, batch.masked_action_labels, batch.next_sentence_label
+            outputs, batch.masked_lm_labels, batch.image_label, batch.image_target, batch.masked_action_labels, batch.next_sentence_label,
+            text_scores_at_labels=at_labels,
         )
         losses = {"mlm": loss.mlm, "region": loss.region_kl, "action": loss.action, "match": loss.matching}
         return PretrainingOutput(loss=loss.total, losses=losses)
@@ -497,7 +503,10 @@ class PaddleVideoActBert(VideoTextModel):
         image_mask: torch.Tensor | None = None,
         action_mask: torch.Tensor | None = None,
         capture: dict[str, torch.Tensor] | None = None,
+        text_positions: torch.Tensor | None = None,
     ) -> PaddleVideoOutput:
+        """The upstream forward. ``text_positions [B, Lt]`` bool (not an upstream argument): compute the
+        text logits only there, ``prediction_scores_t [N, vocab]`` in row-major order of the True entries."""
         self._check_inputs(text_ids, action_feat, image_feat, image_loc)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(text_ids)
@@ -511,8 +520,11 @@ class PaddleVideoActBert(VideoTextModel):
         fused = self.cls.fuse(enc.pooled_output_t, enc.pooled_output_v, enc.pooled_output_a)
         if capture is not None:
             capture["pooled_fused"] = fused
+        # the text head's vocab-wide matmul is the largest single one of a step: at the labelled
+        # positions only when asked (about 15% of the text positions carry a label in pretraining)
+        seq_t = enc.sequence_output_t if text_positions is None else enc.sequence_output_t[text_positions]
         return PaddleVideoOutput(
-            prediction_scores_t=self.cls.predictions(enc.sequence_output_t, self.bert.embeddings.word_embeddings.weight),
+            prediction_scores_t=self.cls.predictions(seq_t, self.bert.embeddings.word_embeddings.weight),
             prediction_scores_v=self.cls.imagePredictions(enc.sequence_output_v),
             prediction_scores_a=self.cls.actionPredictions(enc.sequence_output_a),
             seq_relationship_score=self.cls.seq_relationship(self.cls.dropout(fused)),
@@ -540,16 +552,21 @@ class PaddleVideoActBert(VideoTextModel):
 # --------------------------------------------------------------------------------------------
 
 
-def paddle_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
+def paddle_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -1, denominator: int | None = None
+) -> torch.Tensor:
     """Cross-entropy as Paddle computes it with a negative ``ignore_index``: ``[N, C], [N] -> []``.
 
     Ignored positions contribute 0 to the sum, and the sum is divided by *all* N positions
     (ignored ones included), not by the number of real labels. All-ignored gives 0, not NaN.
+    ``denominator`` replaces N (logits gathered at the labelled positions of a larger label tensor
+    divide by that tensor's size, as upstream does).
     """
     keep = labels != ignore_index
     log_probs = F.log_softmax(logits, dim=-1)
     nll = -log_probs.gather(-1, labels.clamp(min=0)[:, None])[:, 0]
-    return torch.where(keep, nll, torch.zeros_like(nll)).sum() / max(labels.numel(), 1)
+    count = labels.numel() if denominator is None else denominator
+    return torch.where(keep, nll, torch.zeros_like(nll)).sum() / max(count, 1)
 
 
 def region_kl_loss(region_scores: torch.Tensor, region_label: torch.Tensor, region_target: torch.Tensor) -> torch.Tensor:
@@ -580,15 +597,22 @@ def paddlevideo_pretraining_loss(
     image_target: torch.Tensor,
     masked_action_labels: torch.Tensor,
     next_sentence_label: torch.Tensor,
+    text_scores_at_labels: bool = False,
 ) -> PaddleVideoLoss:
     """``total = mlm + region_kl + action + matching``, each as PaddleVideo's ``ActBertLoss``.
 
     ``masked_lm_labels [B, Lt]`` and ``masked_action_labels [B, La]`` use -1 for "no target";
     ``image_label [B, Lv-1]`` / ``image_target [B, Lv-1, v_target]`` exclude the global slot;
     ``next_sentence_label [B]``: 0 = matched caption, 1 = random caption.
+    ``text_scores_at_labels``: ``prediction_scores_t`` is ``[N, vocab]`` at the ``masked_lm_labels != -1``
+    positions (row-major; ``upstream_forward(text_positions=...)``); the MLM term still divides by ``B * Lt``.
     """
     scores_t, scores_v, scores_a, match = outputs
-    mlm = paddle_cross_entropy(scores_t.reshape(-1, scores_t.shape[-1]), masked_lm_labels.reshape(-1))
+    if text_scores_at_labels:
+        labelled = masked_lm_labels[masked_lm_labels != -1]  # [N]
+        mlm = paddle_cross_entropy(scores_t.reshape(-1, scores_t.shape[-1]), labelled, denominator=masked_lm_labels.numel())
+    else:
+        mlm = paddle_cross_entropy(scores_t.reshape(-1, scores_t.shape[-1]), masked_lm_labels.reshape(-1))
     region = region_kl_loss(scores_v[:, 1:], image_label, image_target)
     action = paddle_cross_entropy(scores_a.reshape(-1, scores_a.shape[-1]), masked_action_labels.reshape(-1))
     matching = paddle_cross_entropy(match.reshape(-1, 2), next_sentence_label.reshape(-1))

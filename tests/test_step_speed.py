@@ -1,0 +1,73 @@
+"""The faster training step (issue 17, item 2): each speed setting gives the numbers of the plain path.
+
+* ``mlm_logits_at_labels`` (paddlevideo): the text head at the labelled positions only -- the loss
+  equals PaddleVideo's on its fixture and every gradient equals the whole-output path's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from actbert.models.paddlevideo.convert import load_paddle_checkpoint
+from actbert.models.paddlevideo.processing import PaddleVideoBatch
+
+torch.set_num_threads(1)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "paddle_actbert_small"
+META = json.loads((FIXTURE / "config.json").read_text())
+LOSS = json.loads((FIXTURE / "loss.json").read_text())
+
+
+def _fixture_batch() -> PaddleVideoBatch:
+    with np.load(FIXTURE / "inputs.npz", allow_pickle=False) as archive:
+        arrays = {k: torch.from_numpy(archive[k]) for k in archive.files}
+    inputs = [arrays[k] for k in META["forward_argument_order"]]
+    labels = [arrays[k] for k in META["loss_argument_order"][4:]]
+    return PaddleVideoBatch(*inputs, *labels)
+
+
+@pytest.fixture(scope="module")
+def paddle_model():
+    model, _ = load_paddle_checkpoint(FIXTURE / "weights.npz", META["kwargs"])
+    return model.eval()  # the fixture was written with dropout off
+
+
+def _loss_and_grads(model, batch) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    out = model(batch)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return {"total": float(out.loss), **{k: float(v) for k, v in out.losses.items()}}, grads
+
+
+def test_mlm_logits_at_labels_keeps_paddle_loss_and_gradients(paddle_model):
+    batch = _fixture_batch()
+    assert paddle_model.config.mlm_logits_at_labels is False  # the default is upstream's whole output
+    whole_loss, whole_grads = _loss_and_grads(paddle_model, batch)
+    paddle_model.config.mlm_logits_at_labels = True
+    try:
+        fast_loss, fast_grads = _loss_and_grads(paddle_model, batch)
+        with torch.no_grad():
+            positions = batch.masked_lm_labels != -1
+            gathered = paddle_model.upstream_forward(*batch.inputs(), text_positions=positions).prediction_scores_t
+    finally:
+        paddle_model.config.mlm_logits_at_labels = False
+    # the fixture's MLM term (PaddleVideo's own number, denominator B * Lt) on both paths
+    assert abs(fast_loss["mlm"] - LOSS["components"]["mlm"]) < 1e-5
+    assert abs(fast_loss["total"] - LOSS["total"]) < 1e-5
+    for name in whole_loss:
+        assert abs(fast_loss[name] - whole_loss[name]) < 1e-6, name
+    # the same parameters get gradients (value_av none, the tied table yes), and the same ones:
+    # the float32 sums run over fewer zero rows, so equal to a few ulps of the largest entry
+    assert set(fast_grads) == set(whole_grads)
+    for name, grad in whole_grads.items():
+        scale = float(grad.abs().max()) or 1.0
+        assert float((fast_grads[name] - grad).abs().max()) <= 1e-5 * scale, name
+    # 10 of the fixture's 48 text positions carry a label: logits [10, vocab] instead of [4, 12, vocab]
+    assert gathered.shape == (int(positions.sum()), META["kwargs"]["vocab_size"]) == (10, 1000)
