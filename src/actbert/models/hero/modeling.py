@@ -383,6 +383,28 @@ class HeroForPretraining(VideoTextModel):
         scores = self.video_scores(query, enc.temporal_output, batch.c_attn_masks)
         return scores[torch.arange(len(query), device=scores.device), batch.q_vidx.long()]
 
+    # embeddings: one vector per text and per video, in one space, compared by cosine (tasks/index.py)
+    embeddings_normalized = True
+
+    def encode_text(self, batch: HeroBatch) -> torch.Tensor:
+        """``[Q, D]``: the query encoder's vector (``encode_query``), unit length; the batch's video is not read."""
+        query = self.encode_query(batch.query_input_ids, batch.query_pos_ids, batch.query_attn_masks)
+        return F.normalize(query, dim=-1, eps=1e-5)
+
+    def encode_video(self, batch: HeroBatch) -> torch.Tensor:
+        """``[B, D]``: one vector per video, the mean of its unit-length Temporal outputs over the valid
+        frames, renormalised; the batch's text is not read.
+
+        Not HERO's own video score: VR / :meth:`pair_scores` takes the *max* over frames of
+        cos(query, frame), which no single vector reproduces. With this vector the similarity is the
+        *mean* frame cosine divided by the norm of the mean unit frame (docs/hero.md, "Embeddings"),
+        a shortlist that :meth:`pair_scores` reranks in two-stage retrieval.
+        """
+        frames = F.normalize(self.encode(batch).temporal_output, dim=-1, eps=1e-5)  # [B, Nv, D]
+        valid = batch.c_attn_masks.to(frames.dtype).unsqueeze(-1)  # [B, Nv, 1]
+        mean = (frames * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        return F.normalize(mean, dim=-1, eps=1e-5)
+
     def pair_loss(self, batch: HeroBatch, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(PAIR_LOGIT_SCALE * self.pair_scores(batch).float(), labels.float().to(device_of(self)))
 
