@@ -96,6 +96,10 @@ class TrainConfig:
     checkpoint_every: int = 200  # 0 = only at the end
     keep_checkpoints: int = 2
     bf16: bool = True  # bf16 autocast (CPU and CUDA)
+    # torch.compile the model for the loop's forward/backward (checkpoints and the model folder are
+    # written from the uncompiled module: no "_orig_mod." keys); compile_backend: torch.compile's backend
+    compile: bool = False
+    compile_backend: str = "inductor"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_threads: int = 0  # torch intra-op threads per process; 0 = torch's default
     # a save_pretrained folder (e.g. `actbert convert-paddle` output) whose weights start the run;

@@ -236,6 +236,7 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     raw_model = model
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = torch.compile(model, backend=t.compile_backend) if t.compile else model  # saves stay raw_model's
     optimizer = build_optimizer(raw_model, cfg)
     o = cfg.optim
     scheduler = torch.optim.lr_scheduler.LambdaLR(
