@@ -42,6 +42,11 @@ capability (:func:`require`):
                        mask); the captioning task then trains and decodes with these, no decoder.
 =====================  =========================================================================
 
+A model whose capability depends on its configuration (ActBERT's ``embeddings`` exist only with
+projection heads, ``embed_dim > 0``) defines ``has_capability(name) -> bool``; a capability whose
+methods exist but that this hook denies counts as absent (:func:`capabilities_of`, :func:`require`).
+The hook is asked on instances only: a class cannot know its configuration.
+
 Batches come from the model's own processor; tasks never look inside them.
 """
 
@@ -122,7 +127,11 @@ def model_name(model: Any) -> str:
 def _missing_methods(model: Any, capability: str) -> list[str]:
     if capability not in CAPABILITIES:
         raise KeyError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
-    return [m for m in CAPABILITIES[capability] if not callable(getattr(model, m, None))]
+    missing = [m for m in CAPABILITIES[capability] if not callable(getattr(model, m, None))]
+    hook = getattr(model, "has_capability", None)
+    if not missing and not isinstance(model, type) and callable(hook) and not hook(capability):
+        missing = [f"usable {' / '.join(CAPABILITIES[capability])}: switched off by the model's configuration"]
+    return missing
 
 
 def capabilities_of(model: Any) -> frozenset[str]:

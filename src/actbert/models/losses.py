@@ -41,4 +41,45 @@ def kl_to_targets(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tens
     return _valid_mean(kl, valid)
 
 
-__all__ = ["kl_to_targets", "masked_lm_loss", "soft_target_cross_entropy", "zero_like"]
+def info_nce(text: torch.Tensor, video: torch.Tensor, scale: torch.Tensor | float, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over ``N`` matched pairs (CLIP's loss): row ``i`` of ``text [N, D]`` and of
+    ``video [N, D]`` are a pair, every other row of the batch a negative.
+
+    ``logits = scale * cos(text_i, video_j)`` ``[N, N]``; the loss is the mean of the text->video
+    and video->text cross-entropies with target ``i`` for row ``i``. ``exclude [N, N]`` bool marks
+    off-diagonal pairs to leave out of both softmaxes (e.g. two rows from the same video, which are
+    not negatives of each other); the diagonal is never excluded. Exactly 0 for ``N < 2`` (no
+    negatives to contrast with).
+    """
+    if text.shape[0] < 2:
+        return zero_like(text) + zero_like(video)
+    logits = scale * F.normalize(text.float(), dim=-1) @ F.normalize(video.float(), dim=-1).T  # [N, N]
+    if exclude is not None:
+        eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(exclude.to(logits.device) & ~eye, float("-inf"))
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def hard_negative_indices(similarity: torch.Tensor, exclude: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """For each row ``i`` of ``similarity [N, M]`` (logits, higher = closer), one column ``j != i``
+    drawn with probability ``softmax_j(similarity[i])`` over the allowed columns -> ``[N]`` long
+    (ALBEF's hard-negative mining; ``N <= M``, column ``i`` is row ``i``'s own pair).
+
+    ``exclude [N, M]`` bool marks further columns that are not negatives of the row (the same
+    video). A row left with no allowed column falls back to any column but its own; ``M < 2`` is
+    an error (no negative exists).
+    """
+    n, m = similarity.shape
+    if m < 2:
+        raise ValueError(f"hard negatives need at least 2 columns, got a [{n}, {m}] similarity")
+    own = torch.zeros(n, m, dtype=torch.bool, device=similarity.device)
+    own[torch.arange(n), torch.arange(n)] = True
+    banned = own if exclude is None else own | exclude.to(similarity.device)
+    banned = torch.where(banned.all(dim=1, keepdim=True), own, banned)  # nothing left: anything but itself
+    logits = similarity.detach().float().masked_fill(banned, float("-inf"))
+    probs = torch.softmax(logits, dim=1)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(similarity.device)
+
+
+__all__ = ["hard_negative_indices", "info_nce", "kl_to_targets", "masked_lm_loss", "soft_target_cross_entropy", "zero_like"]

@@ -19,6 +19,9 @@ Token ids in the visual streams are the tokenizer's ids (``act_id``, ``region_id
 ``[PAD], [SEP], [ACT], [REGION]`` in the visual width; any other id in a visual stream is an error.
 
 Pretraining targets are optional; ``-100`` / ``False`` mark positions without a target.
+
+:meth:`ActBertBatch.pair_rows` re-pairs rows (the text of row ``i`` with the video of row ``j``):
+the hard negatives of the matching loss are built that way from a batch's matched pairs.
 ``use_regions`` (None = the model config's) says whether the model runs its region stream on
 this batch: the processor sets it False for "without region cues" inputs.
 """
@@ -31,6 +34,10 @@ from dataclasses import dataclass, field
 import torch
 
 from actbert.models.batch import TensorBatch
+
+
+# the fields that belong to the text stream (pair_rows); every other tensor belongs to the video
+TEXT_FIELDS = frozenset({"input_ids", "text_segment_ids", "text_position_ids", "text_mask", "mlm_labels"})
 
 
 @dataclass
@@ -70,6 +77,34 @@ class ActBertBatch(TensorBatch):
     def num_tokens(self) -> int:
         """Real positions over the three streams (throughput logging)."""
         return int(self.text_mask.sum() + self.action_mask.sum() + self.region_mask.sum())
+
+    def pair_rows(self, text_rows: torch.Tensor, video_rows: torch.Tensor, match_labels: torch.Tensor | None = None) -> "ActBertBatch":
+        """Row ``n`` = the text stream of row ``text_rows[n]`` with the action and region streams of
+        row ``video_rows[n]`` (``[N]`` long each) -> an ``N``-row batch.
+
+        Text fields (and ``mlm_labels``) follow ``text_rows``; visual fields, their targets and
+        ``video_ids`` follow ``video_rows``. ``match_labels`` is the given ``[N]`` (None: none --
+        only the caller knows which new pairs match).
+        """
+        text_rows, video_rows = torch.as_tensor(text_rows).long(), torch.as_tensor(video_rows).long()
+        if text_rows.shape != video_rows.shape or text_rows.dim() != 1:
+            raise ValueError(f"pair_rows: text_rows {list(text_rows.shape)} and video_rows {list(video_rows.shape)} must be equal 1-d shapes")
+        changes: dict = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and f.name != "match_labels":
+                rows = text_rows if f.name in TEXT_FIELDS else video_rows
+                changes[f.name] = value[rows.to(value.device)]
+        changes["match_labels"] = match_labels
+        changes["video_ids"] = [self.video_ids[i] for i in video_rows.tolist()] if self.video_ids else []
+        return dataclasses.replace(self, **changes)
+
+    def restored_text_ids(self) -> torch.Tensor:
+        """``input_ids [B, Lt]`` with every MLM position back to its original word (``mlm_labels``):
+        the text as it was before masking (the contrastive loss reads whole sentences)."""
+        if self.mlm_labels is None:
+            return self.input_ids
+        return torch.where(self.mlm_labels != -100, self.mlm_labels, self.input_ids)
 
     def select(self, index: torch.Tensor | slice) -> "ActBertBatch":
         """Rows ``index`` of every tensor (and of ``video_ids``)."""

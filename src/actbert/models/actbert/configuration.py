@@ -17,6 +17,8 @@ from actbert.models.layers import ACTIVATIONS
 VISUAL_TOKENS = ("[PAD]", "[SEP]", "[ACT]", "[REGION]")
 LOCATION_DIM = 5  # x1/W, y1/H, x2/W, y2/H, area fraction
 LOSS_NAMES = ("mlm", "action", "region", "match")
+# optional losses: off (weight 0) unless ``loss_weights`` names them; they need the embedding heads
+OPTIONAL_LOSS_NAMES = ("contrastive",)
 MATCH_FUSIONS = ("cls", "mul")
 
 
@@ -75,6 +77,12 @@ class ActBertConfig:
     loss_weights: dict[str, float] = field(default_factory=lambda: {name: 1.0 for name in LOSS_NAMES})
     # text checkpoint (folder or installed package) loaded by pretrained.create_model; None = random
     text_init: str | None = None
+    # separate text / video embeddings (the ``embeddings`` capability, issue 14; not in the paper):
+    # width of the shared space of the two projection heads; 0 = no heads, the paper's model
+    embed_dim: int = 0
+    # ALBEF-style hard negatives for the matching loss, sampled from the embedding similarity in
+    # place of the collator's random negatives (needs embed_dim > 0; modeling.py says how)
+    hard_negatives: bool = False
 
     def __post_init__(self) -> None:
         def fail(key: str, why: str) -> None:
@@ -114,10 +122,20 @@ class ActBertConfig:
         for key in ("hidden_dropout", "attention_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 fail(key, f"must be in [0, 1), got {getattr(self, key)}")
-        unknown = sorted(set(self.loss_weights) - set(LOSS_NAMES))
+        known = LOSS_NAMES + OPTIONAL_LOSS_NAMES
+        unknown = sorted(set(self.loss_weights) - set(known))
         if unknown:
-            fail("loss_weights", f"unknown loss name(s) {unknown}; known: {list(LOSS_NAMES)}")
-        self.loss_weights = {name: float(self.loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
+            fail("loss_weights", f"unknown loss name(s) {unknown}; known: {list(known)}")
+        # optional losses stay out of the dict unless named, so existing configs read and save unchanged
+        weights = {name: float(self.loss_weights.get(name, 1.0)) for name in LOSS_NAMES}
+        weights.update({name: float(self.loss_weights[name]) for name in OPTIONAL_LOSS_NAMES if name in self.loss_weights})
+        self.loss_weights = weights
+        if self.embed_dim < 0:
+            fail("embed_dim", f"must be >= 0 (0 = no embedding heads), got {self.embed_dim}")
+        if self.embed_dim == 0 and self.loss_weights.get("contrastive", 0.0) > 0:
+            fail("loss_weights", "contrastive > 0 needs the embedding heads (set embed_dim > 0)")
+        if self.embed_dim == 0 and self.hard_negatives:
+            fail("hard_negatives", "true needs the embedding similarity (set embed_dim > 0)")
         ids = [self.pad_token_id, self.sep_token_id, self.act_token_id, self.region_token_id]
         if len(set(ids)) != 4:
             fail("act_token_id", f"pad/sep/act/region token ids must differ, got {ids}")
@@ -150,4 +168,4 @@ def replace_config(config: ActBertConfig, **changes) -> ActBertConfig:
     return dataclasses.replace(config, **changes)
 
 
-__all__ = ["ActBertConfig", "BatchError", "LOCATION_DIM", "LOSS_NAMES", "MATCH_FUSIONS", "VISUAL_TOKENS", "replace_config"]
+__all__ = ["ActBertConfig", "BatchError", "LOCATION_DIM", "LOSS_NAMES", "MATCH_FUSIONS", "OPTIONAL_LOSS_NAMES", "VISUAL_TOKENS", "replace_config"]

@@ -48,6 +48,29 @@ batch has none:
   the default; see above).
   :meth:`ActBertForPretraining.match_score` exposes the logit for retrieval.
 
+Separate embeddings (``embed_dim > 0``; not in the paper, issue 14). ``encode_text`` runs the text
+stream ALONE -- every text layer, the tangled ones as plain BERT layers without the stacked
+``c_r`` keys/values -- and ``encode_video`` the action and region streams alone (no ``c_w``);
+without the exchange the visual streams do not meet either. Each is mean-pooled over its real
+positions (the ``small`` preset's text stream is all-MiniLM-L6-v2, a sentence encoder trained
+with mean pooling) and projected by its own head into a shared ``embed_dim`` space: text
+``Linear(Dt, E)``, video ``Linear(Dv, E)(mean h_a) + Linear(Dv, E)(mean h_r)``. Similarity is the
+cosine times a learnable scale ``exp(s)``, ``s`` initialised at ``log(1 / 0.07)`` and clamped at
+``log 100`` (CLIP). With ``embed_dim = 0`` (every preset) the heads do not exist and the model
+is the paper's, tensor for tensor; it then lacks the ``embeddings`` capability.
+
+Two optional objectives ride on the embeddings:
+
+* ``contrastive`` (a fifth loss, on when ``loss_weights`` gives it a weight > 0): symmetric
+  InfoNCE (:func:`~actbert.models.losses.info_nce`) over the batch's matched pairs, the text
+  read unmasked (``mlm_labels`` restored; the video as masked, its originals are not kept); rows of
+  one video are not each other's negatives.
+* ``hard_negatives: true`` (ALBEF): the matching loss is taken over the matched pairs plus, for
+  each, one negative video and one negative text drawn from the other matched rows with probability
+  ``softmax`` of the (detached) embedding similarity -- in place of the collator's random
+  negatives, whose rows then add nothing to the matching loss (set
+  ``data.masking.negative_probability=0`` to spend them on positives instead).
+
 Masked losses count only matched pairs (``match_labels == 1``): for a mismatched pair the text
 does not describe the video, so reconstructing masked words / actions / regions from the other
 modality would teach wrong alignments (ViLBERT does the same). Without ``match_labels`` every
@@ -56,12 +79,14 @@ row counts.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actbert.errors import CapabilityError
 from actbert.models.actbert.batch import ActBertBatch
 from actbert.models.actbert.configuration import (
     LOCATION_DIM,
@@ -76,7 +101,7 @@ from actbert.models.heads import PredictionHead
 from actbert.models.interface import PretrainingOutput as BasePretrainingOutput
 from actbert.models.interface import VideoTextModel
 from actbert.models.layers import LAYER_NORM_EPS, PredictionTransform, TransformerLayer, init_bert_weights
-from actbert.models.losses import kl_to_targets, masked_lm_loss, soft_target_cross_entropy, zero_like
+from actbert.models.losses import hard_negative_indices, info_nce, kl_to_targets, masked_lm_loss, soft_target_cross_entropy, zero_like
 from actbert.models.pretrained import PretrainedModelMixin
 
 
@@ -338,6 +363,41 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
             region = self.region_encoder.run(region, region_mask, next_region, config.region_layers)
         return ActBertEncoderOutput(text=text, action=action, region=region, pooled=self.pooler(text))
 
+    def text_stream(self, batch: ActBertBatch, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The text stream alone ``[B, Lt, Dt]``: every text layer, the tangled ones without the
+        stacked region keys/values (``input_ids`` in place of ``batch.input_ids`` if given)."""
+        check_batch(batch, self.config, use_regions=False)
+        ids = batch.input_ids if input_ids is None else input_ids
+        text = self.text_embeddings(ids, batch.text_position_ids, batch.text_segment_ids)
+        return self.text_encoder.run(text, batch.text_mask.bool(), 0, self.config.text_layers)
+
+    def visual_streams(self, batch: ActBertBatch, use_regions: bool | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The action ``[B, La, Dv]`` and region ``[B, Lr, Dv]`` (None when not used, as in
+        :meth:`forward`) streams alone: every layer, the tangled ones without the word keys/values."""
+        config = self.config
+        if use_regions is None:
+            use_regions = config.use_regions if batch.use_regions is None else batch.use_regions
+        use_regions = use_regions and batch.region_token_ids.shape[1] > 0
+        check_batch(batch, config, use_regions)
+        action = self.action_embeddings(
+            visual_token_index(batch.action_token_ids, config, "action_token_ids"),
+            batch.action_features,
+            batch.action_position_ids,
+            batch.action_segment_ids,
+        )
+        action = self.action_encoder.run(action, batch.action_mask.bool(), 0, config.action_layers)
+        region = None
+        if use_regions:
+            region = self.region_embeddings(
+                visual_token_index(batch.region_token_ids, config, "region_token_ids"),
+                batch.region_features,
+                batch.region_position_ids,
+                batch.region_segment_ids,
+                batch.region_locations,
+            )
+            region = self.region_encoder.run(region, batch.region_mask.bool(), 0, config.region_layers)
+        return action, region
+
 
 # ----------------------------------------------------------------------------------------------
 # Pretraining heads and losses
@@ -422,10 +482,38 @@ class CrossModalMatchingHead(nn.Module):
         return self.classifier(pooled).squeeze(-1)
 
 
+class EmbeddingHeads(nn.Module):
+    """The projection heads of the separate embeddings (module docstring) and the similarity scale.
+
+    ``text``: ``[B, Dt] -> [B, E]``; ``action`` + ``region``: ``[B, Dv] -> [B, E]`` each, summed;
+    ``logit_scale``: ``[]``, the log of the cosine's multiplier.
+    """
+
+    INIT_TEMPERATURE = 0.07  # CLIP's
+    MAX_SCALE = 100.0  # CLIP's clamp: beyond it the logits get too sharp to train
+
+    def __init__(self, config: ActBertConfig):
+        super().__init__()
+        self.text = nn.Linear(config.text_hidden_size, config.embed_dim)
+        self.action = nn.Linear(config.visual_hidden_size, config.embed_dim)
+        self.region = nn.Linear(config.visual_hidden_size, config.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / self.INIT_TEMPERATURE)))
+
+    def scale(self) -> torch.Tensor:
+        """``[]`` the multiplier of the cosine similarity, ``exp(logit_scale)`` clamped at 100."""
+        return self.logit_scale.clamp(max=math.log(self.MAX_SCALE)).exp()
+
+    def project_video(self, action: torch.Tensor, region: torch.Tensor | None, batch: ActBertBatch) -> torch.Tensor:
+        x = self.action(masked_mean(action, batch.action_mask.bool()))
+        if region is not None:
+            x = x + self.region(masked_mean(region, batch.region_mask.bool()))
+        return x
+
+
 @dataclass
 class PretrainingOutput(BasePretrainingOutput):
-    """``loss`` ([] weighted sum of the four losses) and ``losses`` ("mlm", "action", "region",
-    "match": [] each), plus ActBERT's logits."""
+    """``loss`` ([] weighted sum of the losses) and ``losses`` ("mlm", "action", "region",
+    "match", and "contrastive" when it is on: [] each), plus ActBERT's logits."""
 
     mlm_logits: torch.Tensor | None = None  # [N, vocab] at the N positions with mlm_labels != -100 (row-major)
     action_logits: torch.Tensor | None = None  # [B, La, num_actions]
@@ -440,9 +528,12 @@ class ActBertForPretraining(VideoTextModel):
     The registered ``actbert`` architecture. Capabilities (models/interface.py): ``pair_scores``
     (the matching logit), ``masked_tokens`` (the MLM head), ``unit_states`` (action output at each
     unit's [ACT] + the mean of that unit's region outputs), ``caption_memory`` (the action stream,
-    run without regions, as the paper captions). No separate text / video embeddings: ActBERT is a
+    run without regions, as the paper captions), and ``embeddings`` only with projection heads
+    (``embed_dim > 0``; cosine similarity, ``embeddings_normalized``) -- the paper's ActBERT is a
     cross-encoder.
     """
+
+    embeddings_normalized = True  # ranked by cosine (tasks/index.py L2-normalises the vectors)
 
     config_class = ActBertConfig
     processor_class = ActBertProcessor
@@ -462,6 +553,10 @@ class ActBertForPretraining(VideoTextModel):
         for head in (self.mlm_head.transform, self.action_head, self.region_head, self.match_head):
             head.apply(lambda m: init_bert_weights(m, config.initializer_range))
         self.match_head.init_classifier()
+        # created last, so a model without them draws exactly the same initial weights as before
+        self.embedding_heads = EmbeddingHeads(config) if config.embed_dim > 0 else None
+        if self.embedding_heads is not None:
+            self.embedding_heads.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
     @staticmethod
     def text_weight_name(bert_name: str) -> str | None:
@@ -502,16 +597,83 @@ class ActBertForPretraining(VideoTextModel):
         streams' embeddings and layers (not the tangled connectors)."""
         model = self.actbert
         visual = (model.action_embeddings, model.region_embeddings, model.action_encoder, model.region_encoder)
-        return {
+        groups = {
             "matching": [*model.pooler.parameters(), *self.match_head.parameters()],
             "visual": [p for part in visual for p in part.parameters()],
         }
+        if self.embedding_heads is not None:  # ``embedding``: the projection heads and the scale
+            groups["embedding"] = list(self.embedding_heads.parameters())
+        return groups
 
     def match_score(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
         """Cross-modal matching logit ``[B]`` (higher = the text describes the video)."""
         return self.match_head(self.actbert(batch, use_regions), batch)
 
     # -- capabilities (models/interface.py)
+    def has_capability(self, name: str) -> bool:
+        """``embeddings`` only with the projection heads (``embed_dim > 0``)."""
+        return name != "embeddings" or self.embedding_heads is not None
+
+    def _heads(self) -> EmbeddingHeads:
+        if self.embedding_heads is None:
+            raise CapabilityError("ActBertConfig.embed_dim: 0, so this model has no embedding heads (set model.embed_dim > 0 and train them)")
+        return self.embedding_heads
+
+    def encode_text(self, batch: ActBertBatch, restore_masked: bool = False) -> torch.Tensor:
+        """``[B, E]`` text embeddings from the text stream alone (the video is not read);
+        ``restore_masked`` reads the words under MLM masks (``mlm_labels``) instead."""
+        heads = self._heads()
+        ids = batch.restored_text_ids() if restore_masked else None
+        return heads.text(masked_mean(self.actbert.text_stream(batch, ids), batch.text_mask.bool()))
+
+    def encode_video(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
+        """``[B, E]`` video embeddings from the action and region streams alone (the text is not read)."""
+        heads = self._heads()
+        action, region = self.actbert.visual_streams(batch, use_regions)
+        return heads.project_video(action, region, batch)
+
+    def embedding_scale(self) -> torch.Tensor:
+        """``[]`` the learnable multiplier of the cosine similarity (the InfoNCE logits' scale)."""
+        return self._heads().scale()
+
+    def contrastive_loss(self, batch: ActBertBatch, use_regions: bool | None = None) -> torch.Tensor:
+        """Symmetric InfoNCE ``[]`` with every row of ``batch`` a matched pair (rows of the same
+        video are not each other's negatives); MLM-masked words are read unmasked."""
+        return self._contrastive(batch, use_regions)[0]
+
+    def _contrastive(self, batch: ActBertBatch, use_regions: bool | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(InfoNCE [], scaled cosine similarity [N, N] text x video, same-video mask [N, N] or None)."""
+        text = F.normalize(self.encode_text(batch, restore_masked=True).float(), dim=-1)
+        video = F.normalize(self.encode_video(batch, use_regions).float(), dim=-1)
+        scale = self.embedding_scale()
+        exclude = None
+        if batch.video_ids:
+            ids = batch.video_ids
+            exclude = torch.tensor([[a == b for b in ids] for a in ids], dtype=torch.bool, device=text.device)
+        return info_nce(text, video, scale, exclude), scale * text @ video.T, exclude
+
+    def hard_negative_pairs(self, batch: ActBertBatch, similarity: torch.Tensor | None = None, exclude: torch.Tensor | None = None,
+                            generator: torch.Generator | None = None) -> tuple[ActBertBatch, torch.Tensor]:
+        """The ``N`` matched pairs of ``batch`` plus, for each, a hard negative video and a hard
+        negative text (ALBEF) -> (a ``3N``-row batch, labels ``[3N]``: 1 for the first ``N``).
+
+        Row ``i``'s negative video is row ``j != i`` drawn with probability ``softmax_j`` of the
+        text-to-video ``similarity [N, N]`` (default: the embeddings' scaled cosine, no gradient),
+        its negative text likewise from video-to-text; ``exclude [N, N]`` (default: same video id)
+        are never drawn unless nothing else is left.
+        """
+        n = batch.batch_size
+        if similarity is None:
+            with torch.no_grad():
+                _, similarity, exclude = self._contrastive(batch, None)
+        rows = torch.arange(n, device=similarity.device)
+        negative_video = hard_negative_indices(similarity, exclude, generator)
+        negative_text = hard_negative_indices(similarity.T, None if exclude is None else exclude.T, generator)
+        text_rows = torch.cat([rows, rows, negative_text])
+        video_rows = torch.cat([rows, negative_video, rows])
+        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).to(batch.input_ids.device)
+        return batch.pair_rows(text_rows, video_rows, labels), labels
+
     def pair_scores(self, batch: ActBertBatch) -> torch.Tensor:
         """``[B]`` matching logits; regions as the batch says (``batch.use_regions``)."""
         return self.match_score(batch)
@@ -588,6 +750,19 @@ class ActBertForPretraining(VideoTextModel):
 
         losses = {"mlm": mlm_loss, "action": action_loss, "region": region_loss, "match": match_loss}
         weights = self.config.loss_weights
+        if weights.get("contrastive", 0.0) > 0 or self.config.hard_negatives:
+            positives = batch.select(torch.nonzero(matched).squeeze(1))
+            if positives.batch_size >= 2:
+                contrastive, similarity, exclude = self._contrastive(positives, use_regions)
+            else:  # one matched pair: nothing to contrast it with
+                contrastive, similarity, exclude = zero_like(match_logits), None, None
+            if weights.get("contrastive", 0.0) > 0:
+                losses["contrastive"] = contrastive
+            if self.config.hard_negatives and similarity is not None:
+                pairs, labels = self.hard_negative_pairs(positives, similarity.detach(), exclude)
+                negatives = pairs.select(slice(positives.batch_size, None))
+                logits = torch.cat([match_logits[matched], self.match_head(self.actbert(negatives, use_regions), negatives)])
+                losses["match"] = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
         loss = sum(weights[name] * value for name, value in losses.items())
         return PretrainingOutput(
             loss=loss,
@@ -605,6 +780,7 @@ __all__ = [
     "ActBertForPretraining",
     "ActBertModel",
     "CrossModalMatchingHead",
+    "EmbeddingHeads",
     "MaskedLanguageModelHead",
     "PretrainingOutput",
     "TextEmbeddings",
