@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Hashable, Mapping, Sequence
 
 from .errors import MetricInputError
@@ -41,6 +41,9 @@ class CaptionScores:
     notes: tuple[str, ...] = ()
     tokenizer: str = "ptb"
     num_captions: int = 0
+    # hypothesis key -> that caption's CIDEr (document frequencies of the whole set; the corpus
+    # CIDEr is their mean): the per-item outcomes of metrics.statistics
+    cider_per_item: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """All metric names (``None`` where a metric could not be computed) + notes + tokenizer."""
@@ -195,7 +198,9 @@ def caption_metrics(
         notes.append("METEOR not computed: disabled by the caller")
     rouge, _ = Rouge().compute_score(gts, res)
     scores["ROUGE-L"] = 100.0 * float(rouge)
-    cider, _ = Cider().compute_score(gts, res)
+    cider, per_item = Cider().compute_score(gts, res)
     scores["CIDEr"] = float(cider)
     ordered = {name: scores[name] for name in METRIC_NAMES if name in scores}
-    return CaptionScores(ordered, tuple(notes), tokenizer_used, len(keys))
+    # compute_score lists the per-item scores in gts' key order (positions into ``keys``)
+    cider_per_item = {keys[i]: float(v) for i, v in zip(gts.keys(), per_item)}
+    return CaptionScores(ordered, tuple(notes), tokenizer_used, len(keys), cider_per_item)

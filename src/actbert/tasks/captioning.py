@@ -515,6 +515,7 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
                 "tokenizer": scores.tokenizer,
                 "examples": [{"clip": c.name, "prediction": p, "reference": c.sentence} for c, p in list(zip(clips, predictions))[: settings.num_examples]],
                 "predictions": {c.name: p for c, p in zip(clips, predictions)},
+                "cider_per_item": {str(k): v for k, v in scores.cider_per_item.items()},  # metrics.statistics
                 "skipped": skipped,
             },
         )

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from actbert.config import AT_LEAST_ONE, Range
 from actbert.data import readers
-from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall
+from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall, video_step_hits
 from actbert.data.clips import ClipAssembler
 from actbert.data.clips import ClipsError
 from actbert.models.processing import Item, VideoRef
@@ -112,7 +112,9 @@ def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
             skipped.append({"video_id": video_id, "error": str(exc)})
             continue
         videos.append(StepLocalizationVideo(task_id, video_id, scores, times, annotation.steps))
-        details.append({"task": task_id, "video_id": video_id, "predicted_times": times[scores.argmax(axis=0)].tolist()})
+        hits, steps = video_step_hits(videos[-1])  # per video: the items metrics.statistics resamples
+        details.append({"task": task_id, "video_id": video_id, "predicted_times": times[scores.argmax(axis=0)].tolist(),
+                        "hits": hits, "steps": steps})
     if not videos:
         raise TaskError(f"{bench.crosstask}: every annotated video failed ({skipped[-1]['error']})")
     result = crosstask_recall(videos)

@@ -279,6 +279,8 @@ def evaluate_fill_in_blank(model: Any, assembler: ClipAssembler, bench: Benchmar
             "sentences": [it.sentence for it in keep],
             "answers": answers,
             "predictions": predictions,
+            # per question, the accuracy's own test (metrics.statistics reads it)
+            "correct": [normalize_answer(p) == normalize_answer(a) for p, a in zip(predictions, answers)],
             "examples": [{"video_id": it.video_id, "sentence": it.sentence, "answer": it.answer, "prediction": p} for it, p in list(zip(keep, predictions))[:5]],
             "skipped": skipped,
         },

@@ -48,6 +48,13 @@ SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec(4, (3, 4), 6, (4, 2, 2), (4, 2, 4), (3.0, 4.0), (0.5, 1.0), 2),
     "demo": SizeSpec(8, (4, 7), 80, (24, 8, 16), (40, 8, 24), (3.0, 6.0), (0.5, 1.5), 5),
     "full": SizeSpec(16, (3, 8), 1000, (200, 50, 100), (600, 100, 300), (3.0, 6.0), (0.5, 2.0), 10),
+    # `actbert compare`: the demo's world, pretraining corpus and training splits, with test splits
+    # sized for a 95% interval half-width <= 5 points on accuracy-type metrics (a proportion near
+    # 50% over n items: 1.96 * sqrt(0.25 / n) <= 0.05 -> n >= 385): 400 test clips (MSR-VTT
+    # retrieval, multiple choice; 800 fill-in-the-blank rows) and 80 test recipes (seed 0: 492
+    # YouCook2 segments, 2,734 COIN frames in 80 videos; CrossTask 836 steps over all 136 recipes).
+    # docs/compare.md has the widths reached.
+    "bench": SizeSpec(8, (4, 7), 80, (48, 8, 80), (200, 8, 400), (3.0, 6.0), (0.5, 1.5), 5),
 }
 
 
