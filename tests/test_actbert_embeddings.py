@@ -303,3 +303,39 @@ def test_two_stage_with_k_the_gallery_size_is_exhaustive_for_actbert(planted):
     np.testing.assert_allclose(sims, hand, rtol=1e-4, atol=1e-5)
     # unlike VLM, the cross-encoder's pair scores are not the embedding similarity
     assert not np.allclose(exhaustive, sims, atol=1e-3)
+
+
+def test_finetune_with_the_contrastive_loss_and_hard_negatives(planted):
+    import copy
+
+    from actbert.models.processing import processor_for
+    from actbert.tasks import registry as tasks
+    from actbert.tasks import retrieval as ret
+
+    model, assembler, bench, _ = planted
+    pairs = ret.msrvtt_training_pairs(bench, assembler)
+    processor = processor_for(model, assembler)
+    fixed = ret.distinct_video_batch(processor, pairs, np.random.default_rng(9), 6, True)  # 4 training videos exist
+    assert len(set(fixed.video_ids)) == fixed.batch_size == len({v for v, _ in pairs}) == 4
+
+    def contrastive_loss(m):
+        with torch.no_grad():
+            return float(m.eval().contrastive_loss(fixed))
+
+    # InfoNCE alone, then matching with hard negatives + InfoNCE
+    alone = copy.deepcopy(model)
+    before = contrastive_loss(alone)
+    log = ret.finetune(alone, assembler, bench, tasks.make_settings("retrieval", {"steps": 25, "lr": 3e-3, "train_batch": 4, "contrastive": 1.0}))
+    assert len(log.losses) == 25
+    assert contrastive_loss(alone) < before - 0.1, (before, contrastive_loss(alone))
+    mixed = copy.deepcopy(model)
+    mixed.config.hard_negatives = True
+    log = ret.finetune(mixed, assembler, bench, tasks.make_settings("retrieval", {"steps": 3, "lr": 1e-3, "train_batch": 4, "contrastive": 0.5}))
+    assert len(log.losses) == 3 and all(np.isfinite(log.losses))
+    # the setting is range-checked, and a model without embeddings is refused at once
+    with pytest.raises(ConfigError, match="contrastive"):
+        tasks.make_settings("retrieval", {"contrastive": 1.5})
+    torch.manual_seed(0)
+    plain = registry.create_model(ActBertForPretraining.fill_config_from_data(tiny(), assembler.store.schema, assembler.tokenizer), verbose=False)
+    with pytest.raises(CapabilityError, match="'embeddings'"):
+        ret.finetune(plain, assembler, bench, tasks.make_settings("retrieval", {"steps": 1, "contrastive": 0.5}))

@@ -16,7 +16,11 @@ Zero-shot uses the pretrained matching head as is. Fine-tuning (``finetune``) tr
 model on the MSR-VTT training split (``MSRVTT_train.9k.csv`` videos, captions from
 ``MSRVTT_data.json``) with the matching loss: each step takes ``batch_size`` true pairs and, for
 each, ``negatives`` captions of other training videos (drawn from the same batch when it is large
-enough, else at random), binary cross-entropy on the logits.
+enough, else at random), binary cross-entropy on the logits. With ``contrastive`` = c > 0 (a model
+with the ``embeddings`` capability and a ``contrastive_loss``, e.g. ActBERT with ``embed_dim > 0``)
+the loss is ``(1 - c) * matching + c * InfoNCE`` over ``batch_size`` true pairs of distinct videos
+(c = 1: the contrastive loss alone). A model whose config sets ``hard_negatives`` (ActBERT) draws
+its matching negatives from the embedding similarity (``hard_negative_pairs``) instead of at random.
 
 Modes (``mode``): ``exhaustive`` (the default, the paper's protocol) scores every pair as above;
 ``bi-encoder`` ranks by the similarity of the model's separate embeddings (the ``embeddings``
@@ -39,7 +43,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from actbert.config import AT_LEAST_ONE, Range
+from actbert.config import AT_LEAST_ONE, FRACTION, Range
 from actbert.data import readers
 from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
 from actbert.data.clips import ClipAssembler
@@ -59,7 +63,8 @@ MODES = ("exhaustive", "bi-encoder", "two-stage")
 @dataclass
 class RetrievalSettings:
     # numeric settings not named here must be >= 0 (checked by tasks.registry)
-    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE, "k": AT_LEAST_ONE}
+    RANGES: ClassVar[dict[str, Range]] = {"batch_size": AT_LEAST_ONE, "train_batch": AT_LEAST_ONE, "k": AT_LEAST_ONE,
+                                          "contrastive": FRACTION}
     batch_size: int = 64  # pairs per forward pass when scoring
     # exhaustive: pair_scores of every (query, clip) | bi-encoder: the embedding similarity |
     # two-stage: the top k clips by the embeddings, reranked by pair_scores (module docstring)
@@ -74,6 +79,9 @@ class RetrievalSettings:
     lr: float = 5e-5
     train_batch: int = 8
     negatives: int = 1
+    # the fine-tuning losses: (1 - contrastive) * matching + contrastive * InfoNCE (0 = matching alone,
+    # the paper's; 1 = InfoNCE alone); > 0 needs the embeddings (ActBERT: model.embed_dim > 0)
+    contrastive: float = 0.0
     seed: int = 0
 
 
@@ -266,26 +274,64 @@ def matching_batch(processor: Any, pairs: Sequence[tuple[str, str]], rng: np.ran
     return processor.batch(items, use_regions=use_regions), torch.tensor(labels)
 
 
-def finetune_matching(model: Any, assembler: ClipAssembler, pairs: Sequence[tuple[str, str]], steps: int, lr: float, batch: int, negatives: int, use_regions: bool, seed: int, desc: str) -> TrainLog:
-    """Train the whole model on the matching loss over ``pairs`` (video_id, text)."""
+def distinct_video_batch(processor: Any, pairs: Sequence[tuple[str, str]], rng: np.random.Generator, size: int, use_regions: bool):
+    """Up to ``size`` true pairs of distinct videos (one random caption each) -> the model's batch:
+    the rows of a contrastive batch, where two captions of one video would be false negatives."""
+    by_video: dict[str, list[str]] = {}
+    for video_id, caption in pairs:
+        by_video.setdefault(video_id, []).append(caption)
+    videos = sorted(by_video)
+    chosen = rng.choice(len(videos), size=min(size, len(videos)), replace=False)
+    items = [Item(VideoRef(videos[i]), by_video[videos[i]][int(rng.integers(len(by_video[videos[i]])))]) for i in chosen]
+    return processor.batch(items, use_regions=use_regions)
+
+
+def check_contrastive(model: Any, contrastive: float) -> None:
+    """A model that can take the contrastive fine-tuning loss, or a :class:`TaskError` saying why not."""
+    if contrastive > 0:
+        require(model, ["embeddings"], f"{TASK} fine-tuning (contrastive={contrastive:g})")
+        if not callable(getattr(model, "contrastive_loss", None)):
+            raise TaskError(f"retrieval setting 'contrastive': {type(model).__name__} has no contrastive_loss(batch); use contrastive=0")
+
+
+def finetune_matching(model: Any, assembler: ClipAssembler, pairs: Sequence[tuple[str, str]], steps: int, lr: float, batch: int, negatives: int, use_regions: bool, seed: int, desc: str,
+                      contrastive: float = 0.0) -> TrainLog:
+    """Train the whole model over ``pairs`` (video_id, text): the matching loss (``pair_loss``; hard
+    negatives when the model's config sets ``hard_negatives``), mixed with the model's
+    ``contrastive_loss`` at weight ``contrastive`` (module docstring)."""
+    check_contrastive(model, contrastive)
     rng = np.random.default_rng(seed)
     processor = processor_for(model, assembler)
     device = device_of(model)
+    hard = bool(getattr(getattr(model, "config", None), "hard_negatives", False)) and callable(getattr(model, "hard_negative_pairs", None))
 
     def loss_at(step: int) -> torch.Tensor:
-        b, labels = matching_batch(processor, pairs, rng, batch, negatives, use_regions)
-        return model.pair_loss(b.to(device), labels)
+        if contrastive == 0 and not hard:  # the paper's fine-tuning, draw for draw as before
+            b, labels = matching_batch(processor, pairs, rng, batch, negatives, use_regions)
+            return model.pair_loss(b.to(device), labels)
+        positives = distinct_video_batch(processor, pairs, rng, batch, use_regions).to(device)
+        loss = model.contrastive_loss(positives) * contrastive if contrastive > 0 else 0.0
+        if contrastive < 1:
+            if hard and positives.batch_size >= 2:
+                b, labels = model.hard_negative_pairs(positives)
+            else:
+                b, labels = matching_batch(processor, pairs, rng, batch, negatives, use_regions)
+            loss = loss + (1 - contrastive) * model.pair_loss(b.to(device), labels)
+        return loss
 
     return train_loop(model.parameters(), loss_at, steps, lr, desc=desc, modules=[model])
 
 
 def finetune(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: RetrievalSettings) -> TrainLog:
-    """Fine-tune on the MSR-VTT training split (paper "ActBERT +FT"): the model's ``pair_loss``."""
+    """Fine-tune on the MSR-VTT training split (paper "ActBERT +FT"): the model's ``pair_loss``
+    (and ``contrastive_loss`` with ``settings.contrastive > 0``)."""
     require(model, REQUIRES, TASK)
+    check_contrastive(model, settings.contrastive)
     pairs = msrvtt_training_pairs(bench, assembler)
     torch.manual_seed(settings.seed)
     return finetune_matching(
-        model, assembler, pairs, settings.steps, settings.lr, settings.train_batch, settings.negatives, settings.use_regions, settings.seed, "retrieval fine-tune"
+        model, assembler, pairs, settings.steps, settings.lr, settings.train_batch, settings.negatives, settings.use_regions, settings.seed, "retrieval fine-tune",
+        contrastive=settings.contrastive,
     )
 
 
