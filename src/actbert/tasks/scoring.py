@@ -3,7 +3,8 @@
 Retrieval (every query x every clip), multiple-choice video QA (every question x its candidates)
 and step localization (every candidate moment x every step label) all reduce to a list of
 :class:`~actbert.models.processing.Item` rows scored by the model's ``pair_scores`` capability,
-in batches, under optional bf16 autocast, on the model's device.
+in batches, on the model's device, in fp32, bf16 autocast or bf16 weights (``dtype``: ``fp32`` |
+``bf16`` | ``bf16-weights``, :mod:`actbert.utils.precision`; the last casts the model once per call).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, processor_for
 from actbert.tasks.common import batched
-from actbert.utils.precision import autocast
+from actbert.utils.precision import inference_precision
 
 
 @torch.no_grad()
@@ -39,12 +40,12 @@ def score_items(
     scores = np.empty(len(items), np.float32)
     bar = tqdm(total=len(items), desc=f"{task} scores", unit="pair", leave=False, disable=not progress)
     done = 0
-    for chunk in batched(list(items), batch_size):
-        batch = processor.batch(chunk, use_regions=use_regions).to(device)
-        with autocast(dtype, device.type):
+    with inference_precision(model, dtype, device.type):
+        for chunk in batched(list(items), batch_size):
+            batch = processor.batch(chunk, use_regions=use_regions).to(device)
             scores[done : done + len(chunk)] = model.pair_scores(batch).float().cpu().numpy()
-        done += len(chunk)
-        bar.update(len(chunk))
+            done += len(chunk)
+            bar.update(len(chunk))
     bar.close()
     return scores
 

@@ -1,22 +1,101 @@
-"""One autocast helper for every loop (pretraining, fine-tuning, scoring)."""
+"""One precision helper for every loop (pretraining, fine-tuning, scoring).
+
+* ``fp32``: no autocast.
+* ``bf16``: ``torch.autocast`` in bf16 -- fp32 weights, re-cast to bf16 by every matmul of every call.
+* ``bf16-weights`` (inference only, :func:`inference_precision`): the model's floating parameters
+  and buffers are cast to bf16 *once* for the whole scoring loop (and put back afterwards), so the
+  forward runs in bf16 end to end -- LayerNorm, softmax and the residual stream included, with
+  torch's own bf16 kernels (which accumulate in fp32 internally). Autocast stays on around it only
+  for the fp32 inputs (features, masks turned into scores): casting a tensor that is already bf16
+  is free, so the weights are not re-cast per call.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
+from torch import nn
 
 from actbert.errors import ActBertError
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("fp32", "bf16", "bf16-weights")
+BF16_WEIGHTS = "bf16-weights"
 
 
 def autocast(dtype: str | None, device_type: str = "cpu") -> torch.autocast:
-    """``torch.autocast`` in bf16 for ``"bf16"`` on ``device_type`` (``"cpu"`` / ``"cuda"``), a
-    disabled one for ``"fp32"`` / None."""
+    """``torch.autocast`` in bf16 for ``"bf16"`` (and ``"bf16-weights"``, whose weights
+    :func:`inference_precision` casts) on ``device_type`` (``"cpu"`` / ``"cuda"``), a disabled one
+    for ``"fp32"`` / None."""
     if dtype in (None, "fp32", "float32"):
         return torch.autocast(device_type, enabled=False)
-    if dtype in ("bf16", "bfloat16"):
+    if dtype in ("bf16", "bfloat16", BF16_WEIGHTS):
         return torch.autocast(device_type, dtype=torch.bfloat16)
     raise ActBertError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")
 
 
-__all__ = ["DTYPES", "autocast"]
+@contextmanager
+def bf16_weights(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside: every floating parameter and buffer of ``model`` is bf16; on exit the original fp32
+    tensors are put back (the very tensors, not a round trip through bf16, so nothing is lost).
+
+    Costs one bf16 copy of the weights while inside; gradients are not supported (inference only).
+    """
+    saved: list[tuple[nn.Module, str, bool, torch.Tensor]] = []
+    hooks = []
+    try:
+        # a norm layer refuses an fp32 input with bf16 weights (autocast does not cast for it): an
+        # fp32 feature added to a bf16 stream promotes the sum to fp32, so cast such inputs down
+        for module in model.modules():
+            if isinstance(module, NORMS):
+                hooks.append(module.register_forward_pre_hook(_inputs_to_bf16))
+        for module in model.modules():
+            for kind, tensors in ((True, module._parameters), (False, module._buffers)):
+                for name, tensor in tensors.items():
+                    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.bfloat16:
+                        continue
+                    saved.append((module, name, kind, tensor))
+                    low = tensor.detach().to(torch.bfloat16)
+                    # a tied parameter (e.g. the MLM decoder = word embeddings) stays tied: same object
+                    tensors[name] = nn.Parameter(low, requires_grad=False) if kind else low
+        _retie(saved)
+        yield model
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for module, name, kind, tensor in reversed(saved):
+            (module._parameters if kind else module._buffers)[name] = tensor
+
+
+NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
+
+
+def _inputs_to_bf16(module: nn.Module, args: tuple) -> tuple:
+    return tuple(a.to(torch.bfloat16) if isinstance(a, torch.Tensor) and a.dtype == torch.float32 else a for a in args)
+
+
+def _retie(saved: list[tuple[nn.Module, str, bool, torch.Tensor]]) -> None:
+    """Entries that held the same fp32 tensor get the same bf16 one (weight tying survives the cast)."""
+    first: dict[int, torch.Tensor] = {}
+    for module, name, kind, tensor in saved:
+        tensors = module._parameters if kind else module._buffers
+        if id(tensor) in first:
+            tensors[name] = first[id(tensor)]
+        else:
+            first[id(tensor)] = tensors[name]
+
+
+@contextmanager
+def inference_precision(model: nn.Module, dtype: str | None, device_type: str = "cpu") -> Iterator[nn.Module]:
+    """The precision of a whole inference loop: ``fp32`` / ``bf16`` as :func:`autocast`,
+    ``bf16-weights`` casts the model once (:func:`bf16_weights`) for everything inside."""
+    if dtype == BF16_WEIGHTS:
+        with bf16_weights(model), autocast(dtype, device_type):
+            yield model
+    else:
+        with autocast(dtype, device_type):
+            yield model
+
+
+__all__ = ["BF16_WEIGHTS", "DTYPES", "autocast", "bf16_weights", "inference_precision"]
