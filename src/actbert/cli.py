@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "train-action-encoder": "train_action_encoder",
     "train-object-classifier": "train_object_classifier",
     "extract": "extract",
+    "pack": "pack",
     "pretrain": "pretrain",
     "finetune": "finetune",
     "evaluate": "evaluate",

@@ -149,6 +149,29 @@ def align_text_to_clips(clip_times: np.ndarray, narration: Narration) -> list[li
     return out
 
 
+def clip_token_ids(clip_times: np.ndarray, narration: Narration, tokenizer: TextEncoder) -> list[list[int]]:
+    """Word pieces of each clip's narration (the segments :func:`align_text_to_clips` gives it, in time order).
+
+    clip_times ``[C, 2]`` -> C lists of word-piece ids (no specials; may be empty).
+    """
+    tokens = []
+    for seg in align_text_to_clips(clip_times, narration):
+        ids: list[int] = []
+        for i in seg:
+            ids.extend(tokenizer.encode(narration.text[i]))
+        tokens.append(ids)
+    return tokens
+
+
+def video_end_time(frame_times: np.ndarray) -> float:
+    """When a video with these (non-empty) 1 FPS frame times ends: one frame period after its last frame.
+
+    A clip starting at or after it lies past the video's end (the corpus drops it).
+    """
+    period = float(frame_times[-1] - frame_times[-2]) if len(frame_times) > 1 else 1.0
+    return float(frame_times[-1]) + period
+
+
 def nearest_frames(frame_times: np.ndarray, centre: float, count: int) -> np.ndarray:
     """Indices of the ``count`` frames nearest to ``centre`` (ties: earlier frame), in time order."""
     distance = np.abs(frame_times - centre)
@@ -292,7 +315,12 @@ class Corpus:
             raise CorpusError(f"{self.store_name}: video {video_id!r} is not in the feature store")
         if video_id not in self.narrations:
             raise CorpusError(f"{self.narrations_name}: video {video_id!r} has no narration")
-        feats = self.store[video_id]
+        return self.from_features(video_id, self.store[video_id])
+
+    def from_features(self, video_id: str, feats: Any) -> VideoClips:
+        """A video's :class:`VideoClips` from its record (``VideoFeatures``: a store's or a packed shard's)."""
+        if video_id not in self.narrations:
+            raise CorpusError(f"{self.narrations_name}: video {video_id!r} has no narration")
         where = f"{self.store_name}: video {video_id!r}"
         clip_times = np.asarray(feats.clip_times, dtype=np.float64)
         if clip_times.ndim != 2 or clip_times.shape[1] != 2:
@@ -302,9 +330,7 @@ class Corpus:
         action_targets = _finite(feats.action_targets, where, "action_targets", (num_clips, None))
         frame_times = np.asarray(feats.frame_times, dtype=np.float64)
         if len(frame_times):
-            # the video ends within one frame period after its last frame: a clip starting later is past its end
-            period = float(frame_times[-1] - frame_times[-2]) if len(frame_times) > 1 else 1.0
-            video_end = float(frame_times[-1]) + period
+            video_end = video_end_time(frame_times)
             inside = clip_times[:, 0] < video_end
             self._clip_problems[video_id] = [
                 {"video_id": video_id, "file": self.store_name, "stage": "narrations", "index": int(c),
@@ -324,14 +350,7 @@ class Corpus:
         if num_clips and len(frame_times) == 0:
             raise CorpusError(f"{where}: field 'frame_times' is empty, so clips have no regions")
 
-        narration = self.narrations[video_id]
-        segments = align_text_to_clips(clip_times, narration)
-        tokens = []
-        for seg in segments:
-            ids: list[int] = []
-            for i in seg:
-                ids.extend(self.tokenizer.encode(narration.text[i]))
-            tokens.append(ids)
+        tokens = clip_token_ids(clip_times, self.narrations[video_id], self.tokenizer)
 
         nearest, cap = self.region_frames == "nearest", self.max_regions_per_clip
         rpf = min(self.max_regions_per_frame, region_features.shape[1])

@@ -29,7 +29,7 @@ worker builds it, on the worker count, or on whether the run was resumed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -274,21 +274,35 @@ class PretrainDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Sample:
         rng = self.rng(index)
-        clips = self.corpus[self.video_ids[index % len(self.video_ids)]]
-        start, size = self.builder.random_window(clips, rng)
-        text_from = None
-        if rng.random() < self.masking.negative_probability:
-            other = int(rng.integers(0, len(self.video_ids) - 1))
-            if other >= index % len(self.video_ids):
-                other += 1  # any video but this one
-            neg = self.corpus[self.video_ids[other]]
-            n_start, n_size = self.builder.random_window(neg, rng, size)
-            if n_size < size:
-                # A shorter video gives fewer sentences. Shrink this video's window to the same number
-                # of clips, else "fewer sentences than clips" would give the label away and the
-                # matching head would learn to count [SEP]s instead of comparing text and video.
-                start += int(rng.integers(0, size - n_size + 1))
-                size = n_size
-            text_from = (neg, n_start, n_size)
-        sample = self.builder.build(clips, start, size, text_from)
-        return mask_sample(sample, rng, self.masking, self.builder.specials)
+        position = index % len(self.video_ids)
+        clips = self.corpus[self.video_ids[position]]
+        return draw_sample(self.builder, self.masking, rng, clips, position, len(self.video_ids),
+                           lambda other: self.corpus[self.video_ids[other]])
+
+
+def draw_sample(builder: SampleBuilder, masking: MaskingConfig, rng: np.random.Generator, clips: VideoClips,
+                position: int, num_videos: int, text_of: Callable[[int], Any]) -> Sample:
+    """One masked sample of ``clips`` (video ``position`` of ``num_videos``), every draw from ``rng``.
+
+    ``text_of(j)`` gives video ``j``'s text when it is drawn as the negative: anything with
+    ``video_id``, ``num_clips`` and per-clip ``tokens`` (the corpus's :class:`VideoClips`, or the
+    text alone where the features are not at hand, as in a packed stream). The draws and their order
+    are :class:`PretrainDataset`'s, so both give the same sample for the same generator.
+    """
+    start, size = builder.random_window(clips, rng)
+    text_from = None
+    if rng.random() < masking.negative_probability:
+        other = int(rng.integers(0, num_videos - 1))
+        if other >= position:
+            other += 1  # any video but this one
+        neg = text_of(other)
+        n_start, n_size = builder.random_window(neg, rng, size)
+        if n_size < size:
+            # A shorter video gives fewer sentences. Shrink this video's window to the same number
+            # of clips, else "fewer sentences than clips" would give the label away and the
+            # matching head would learn to count [SEP]s instead of comparing text and video.
+            start += int(rng.integers(0, size - n_size + 1))
+            size = n_size
+        text_from = (neg, n_start, n_size)
+    sample = builder.build(clips, start, size, text_from)
+    return mask_sample(sample, rng, masking, builder.specials)

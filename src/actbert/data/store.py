@@ -52,6 +52,7 @@ __all__ = [
     "FeatureStoreWriter",
     "FeatureStore",
     "enable_second_features",
+    "decode_record",
 ]
 
 STORE_FORMAT = "actbert-feature-store"
@@ -525,49 +526,73 @@ class FeatureStore:
 
     def _read(self, video_id: str, path: Path) -> VideoFeatures:
         data_offset, header = _read_safetensors_header(path)
-        meta = header.pop("__metadata__", None) or {}
-        if meta.get("format") != STORE_FORMAT:
-            raise StoreSchemaError(f"{path}: not a feature-store record (metadata 'format' is {meta.get('format')!r})")
-        if meta.get("version") not in {str(v) for v in READABLE_VERSIONS}:
-            raise StoreSchemaError(
-                f"{path}: record 'version' is {meta.get('version')!r}, this code reads {', '.join(map(str, READABLE_VERSIONS))}"
-            )
-        if meta.get("video_id") != video_id:
-            raise FeatureValidationError(f"{path}: record belongs to video {meta.get('video_id')!r}, not {video_id!r}")
-        missing = sorted(set(_FIELDS) - set(header))
-        if missing:
-            raise FeatureValidationError(f"{path}: record lacks field(s) {missing}")
-        fields = dict(_FIELDS)
-        seconds = [n for n in _SECOND_FIELDS if n in header]
-        if len(seconds) == len(_SECOND_FIELDS):
-            fields.update(_SECOND_FIELDS)
-        elif seconds:
-            other = next(n for n in _SECOND_FIELDS if n not in header)
-            raise FeatureValidationError(f"{path}: record has field {seconds[0]!r} but lacks field {other!r}")
         file_size = path.stat().st_size
         whole = np.memmap(path, dtype=np.uint8, mode="r") if file_size > data_offset else None
-        arrays: dict[str, np.ndarray] = {}
-        sizes: dict[str, int] = {}
-        for name, (dtype, template) in fields.items():
-            entry = header[name]
-            stored = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
-            want = dtype or self.schema.feature_dtype
-            if stored is None or np.dtype(stored) != want:
-                raise StoreSchemaError(f"{path}, field {name!r}: stored dtype {entry.get('dtype')!r}, schema says {np.dtype(want).name}")
-            shape = tuple(int(s) for s in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
-            if end - begin != math.prod(shape) * np.dtype(stored).itemsize or data_offset + end > file_size:
-                raise FeatureValidationError(f"{path}, field {name!r}: data offsets do not match its shape {shape}")
-            if begin == end or whole is None:
-                arrays[name] = np.zeros(shape, dtype=stored)
-            else:
-                arrays[name] = whole[data_offset + begin : data_offset + end].view(stored).reshape(shape)
-            if template[0] in ("C", "F", "S"):
-                sizes.setdefault(template[0], shape[0])
-        for name, (_, template) in fields.items():
-            expected = _expected_shape(template, self.schema, sizes)
-            if arrays[name].shape != expected:
-                raise StoreSchemaError(
-                    f"{path}, field {name!r}: shape {arrays[name].shape} does not match the schema's {expected}"
-                )
-        return VideoFeatures(**arrays)
+        return _record_from_header(self.schema, video_id, str(path), header, data_offset, whole, file_size)
+
+
+def decode_record(schema: StoreSchema, video_id: str, data: bytes, source: str) -> VideoFeatures:
+    """A record from its safetensors bytes (e.g. a member of a packed shard), checked as the store checks
+    a file; the arrays are read-only views of ``data``. ``source`` names the bytes in errors."""
+    if len(data) < 8:
+        raise FeatureValidationError(f"{source}: not a safetensors record (shorter than 8 bytes)")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > len(data) - 8:
+        raise FeatureValidationError(f"{source}: not a safetensors record (header length {length} exceeds its {len(data)} bytes)")
+    try:
+        header = json.loads(bytes(data[8 : 8 + length]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FeatureValidationError(f"{source}: safetensors header is not valid JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise FeatureValidationError(f"{source}: safetensors header is not a mapping")
+    whole = np.frombuffer(data, dtype=np.uint8)
+    return _record_from_header(schema, video_id, source, header, 8 + length, whole, len(data))
+
+
+def _record_from_header(schema: StoreSchema, video_id: str, path: str, header: dict[str, Any], data_offset: int,
+                        whole: np.ndarray | None, file_size: int) -> VideoFeatures:
+    """Check a record's metadata, fields, dtypes and offsets against ``schema`` and view its arrays in ``whole``."""
+    meta = header.pop("__metadata__", None) or {}
+    if meta.get("format") != STORE_FORMAT:
+        raise StoreSchemaError(f"{path}: not a feature-store record (metadata 'format' is {meta.get('format')!r})")
+    if meta.get("version") not in {str(v) for v in READABLE_VERSIONS}:
+        raise StoreSchemaError(
+            f"{path}: record 'version' is {meta.get('version')!r}, this code reads {', '.join(map(str, READABLE_VERSIONS))}"
+        )
+    if meta.get("video_id") != video_id:
+        raise FeatureValidationError(f"{path}: record belongs to video {meta.get('video_id')!r}, not {video_id!r}")
+    missing = sorted(set(_FIELDS) - set(header))
+    if missing:
+        raise FeatureValidationError(f"{path}: record lacks field(s) {missing}")
+    fields = dict(_FIELDS)
+    seconds = [n for n in _SECOND_FIELDS if n in header]
+    if len(seconds) == len(_SECOND_FIELDS):
+        fields.update(_SECOND_FIELDS)
+    elif seconds:
+        other = next(n for n in _SECOND_FIELDS if n not in header)
+        raise FeatureValidationError(f"{path}: record has field {seconds[0]!r} but lacks field {other!r}")
+    arrays: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    for name, (dtype, template) in fields.items():
+        entry = header[name]
+        stored = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
+        want = dtype or schema.feature_dtype
+        if stored is None or np.dtype(stored) != want:
+            raise StoreSchemaError(f"{path}, field {name!r}: stored dtype {entry.get('dtype')!r}, schema says {np.dtype(want).name}")
+        shape = tuple(int(s) for s in entry["shape"])
+        begin, end = (int(o) for o in entry["data_offsets"])
+        if end - begin != math.prod(shape) * np.dtype(stored).itemsize or data_offset + end > file_size:
+            raise FeatureValidationError(f"{path}, field {name!r}: data offsets do not match its shape {shape}")
+        if begin == end or whole is None:
+            arrays[name] = np.zeros(shape, dtype=stored)
+        else:
+            arrays[name] = whole[data_offset + begin : data_offset + end].view(stored).reshape(shape)
+        if template[0] in ("C", "F", "S"):
+            sizes.setdefault(template[0], shape[0])
+    for name, (_, template) in fields.items():
+        expected = _expected_shape(template, schema, sizes)
+        if arrays[name].shape != expected:
+            raise StoreSchemaError(
+                f"{path}, field {name!r}: shape {arrays[name].shape} does not match the schema's {expected}"
+            )
+    return VideoFeatures(**arrays)

@@ -66,6 +66,12 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes
     fixed_shapes: bool = False  # pad every batch to the maximum lengths (constant shapes)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
+    # packed shards (`actbert pack`) streamed in place of data.store (data/shards.py, docs/scale.md);
+    # data.narrations is still read. With shards: the shuffle buffer's size in samples (0 or 1 = off)
+    # and whether the shard order changes every epoch
+    shards: str | None = None
+    shuffle_buffer: int = 1000
+    shuffle_shards: bool = True
 
 
 @dataclass
@@ -120,8 +126,11 @@ class PretrainConfig:
 
     def validate(self, source: str = "config") -> "PretrainConfig":
         d, t = self.data, self.train
-        if not d.random and (d.store is None or d.narrations is None):
-            raise ConfigError(f"{source}: data.store and data.narrations are required unless data.random is true")
+        if d.shards is not None and (d.store is not None or d.random):
+            raise ConfigError(f"{source}: data.shards given with {'data.store' if d.store is not None else 'data.random'} "
+                              "(one data source: the shards are packed from a store)")
+        if not d.random and ((d.store is None and d.shards is None) or d.narrations is None):
+            raise ConfigError(f"{source}: data.store (or data.shards) and data.narrations are required unless data.random is true")
         if d.random and (d.store is not None or d.narrations is not None):
             given = [k for k, v in (("data.store", d.store), ("data.narrations", d.narrations)) if v is not None]
             raise ConfigError(f"{source}: {' and '.join(given)} given while data.random is true (the run would train on "

@@ -35,6 +35,7 @@ from actbert.errors import ActBertError
 from actbert.data.collate import ResumableDistributedSampler, make_loader
 from actbert.data.corpus import CorpusError
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
+from actbert.data.shards import ShardIndex, ShardStream, shard_stream_data
 from actbert.data.store import FeatureStore
 from actbert.models.interface import parameter_groups_of
 from actbert.models.pretraining_data import PretrainSource
@@ -88,9 +89,11 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
         if info is not None:
             distributed.barrier(info)
         store_path, narrations_path = root / "store", root / "narrations.json"
+    elif d.shards:
+        store_path, narrations_path = Path(d.shards), Path(d.narrations)
     else:
         store_path, narrations_path = Path(d.store), Path(d.narrations)
-    store = FeatureStore(store_path)
+    store = ShardIndex(store_path) if d.shards else FeatureStore(store_path)
     video_ids = None
     if d.splits:
         splits = read_json(d.splits, "splits file")
@@ -99,7 +102,11 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
         video_ids = [str(v) for v in splits[d.split]]
     model_config = family.fill_config_from_data(cfg.model, store.schema, tokenizer)
     source = PretrainSource(store, narrations_path, video_ids, tokenizer, model_config, d, cfg.train.seed)
-    built = family.processor_class.pretraining_data(source)
+    if d.shards:  # streamed: the shards this rank reads are part of its data (data/shards.py)
+        rank, world = (info.rank, info.world_size) if info is not None else (0, 1)
+        built = shard_stream_data(family.processor_class, source, rank, world, cfg.train.batch_size)
+    else:
+        built = family.processor_class.pretraining_data(source)
     return PretrainData(built.dataset, built.collator, model_config, built.failures)
 
 
@@ -145,7 +152,7 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
 # what a run folder holds once a run has started (random_data/ is a cache any run may reuse)
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.png", "model", "config.yaml", "data_failures.json")
 # keys a resume may change without touching the numbers (paths may move; workers do not change samples)
-RESUME_FREE = {"data.num_workers", "data.store", "data.narrations", "data.random_dir", "train.progress",
+RESUME_FREE = {"data.num_workers", "data.store", "data.shards", "data.narrations", "data.random_dir", "train.progress",
                "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.plot_every_checkpoint",
                "train.stop_after", "train.num_threads", "train.device"}
 # keys that decide which samples come in which order: a resume with others is refused
@@ -244,10 +251,14 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     )
     # chunks of one micro-batch per rank: W processes see the micro-batches one process with
     # accumulation W * A would see (data/collate.py), so DDP and single-process runs agree
-    sampler = ResumableDistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=t.seed,
-                                          chunk_size=t.batch_size)
-    loader = make_loader(data.dataset, t.batch_size, data.collator, sampler, cfg.data.num_workers, t.seed,
-                         pin_memory=device.type == "cuda")
+    stream = data.dataset if isinstance(data.dataset, ShardStream) else None
+    if stream is not None:  # packed shards: the stream is its own sampler (set_epoch / set_start / len)
+        sampler, loader = stream, stream.loader(cfg.data.num_workers, pin_memory=device.type == "cuda")
+    else:
+        sampler = ResumableDistributedSampler(data.dataset, info.world_size, info.rank, shuffle=True, seed=t.seed,
+                                              chunk_size=t.batch_size)
+        loader = make_loader(data.dataset, t.batch_size, data.collator, sampler, cfg.data.num_workers, t.seed,
+                             pin_memory=device.type == "cuda")
     micro_per_epoch = len(sampler) // t.batch_size
     steps_per_epoch = micro_per_epoch // t.grad_accum_steps
     if steps_per_epoch < 1:
@@ -292,6 +303,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         step, epoch, step_in_epoch = ckpt["step"], ckpt["data"]["epoch"], ckpt["data"]["step_in_epoch"]
+        if stream is not None:
+            stream.check_resume(ckpt["data"].get("stream"), str(ckpt_path))
         restore_rng_state(ckpt["rng"][info.rank])
         del ckpt
     else:
@@ -308,7 +321,8 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": rng,
-                "data": {"epoch": epoch, "step_in_epoch": step_in_epoch},
+                "data": {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                         **({"stream": stream.state(epoch, step_in_epoch * t.grad_accum_steps * t.batch_size)} if stream is not None else {})},
                 "world_size": info.world_size,
                 "config": {**to_dict(cfg), "model": to_dict(data.model_config)},
             }
