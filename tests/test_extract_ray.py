@@ -1,0 +1,208 @@
+"""``actbert extract --engine ray``: a local Ray with 2 workers stores the same bytes as the single-process
+path, every video exactly once, while one worker is killed mid-run; a corrupt video is skipped and
+reported; a video whose worker dies on every try is reported and the run goes on.
+
+The independent source is the single-process path (``extract_videos``) on the same videos and
+networks: records are compared file for file, array for array and byte for byte, and failures.json entry for entry.
+Real networks (a random-init narrow action encoder and object classifier, saved and loaded from
+files as the CLI does) on six tiny synthetic videos; one torch thread on both sides. A local Ray
+start on the shared 2-core machine takes several seconds: one Ray for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from actbert.data.store import FeatureStore, FeatureStoreWriter
+from actbert.text.verbs import ActionVocabulary
+from actbert.video.extract import ExtractionNetworks, NetworkFiles, extract_videos, list_videos
+
+VERBS = ["cut", "pour", "roll", "stir", "wash"]
+GOOD = 6  # synthetic videos used
+CORRUPT = "zz_corrupt"
+
+
+class WordMiner:
+    """The vocabulary verbs that occur as words of the text (driver side only: no spaCy needed)."""
+
+    def verbs_many(self, texts):
+        return [[w for w in t.lower().split() if w in VERBS] for t in texts]
+
+
+class DyingRegions:
+    """Region extractor that kills its own worker process on ``victims``: once when a marker file is
+    given (the marker makes the retry succeed), on every try otherwise."""
+
+    def __init__(self, inner, victims: dict[str, str | None]):
+        self.inner, self.victims = inner, victims
+        self.feature_dim, self.class_names = inner.feature_dim, inner.class_names
+
+    def __call__(self, video_id, decoded):
+        if video_id in self.victims:
+            marker = self.victims[video_id]
+            if marker is None or not os.path.exists(marker):
+                if marker is not None:
+                    Path(marker).write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        return self.inner(video_id, decoded)
+
+
+class DyingNetworks:
+    """``NetworkFiles`` whose region extractor is a ``DyingRegions``."""
+
+    def __init__(self, files: NetworkFiles, victims: dict[str, str | None]):
+        self.files, self.victims = files, victims
+
+    def __call__(self, device: str = "cpu") -> ExtractionNetworks:
+        nets = self.files(device)
+        return ExtractionNetworks(nets.action_encoder, nets.vocab, DyingRegions(nets.regions, self.victims))
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'actbert[ray]')")
+    # this module's classes go to the workers by value (tests/ is not importable there)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def inputs(synth_tiny, tmp_path_factory):
+    """Six synthetic videos and a corrupt one, their narrations and boxes, and saved random-init networks."""
+    from actbert.video.action_encoder import build_action_encoder, save_action_encoder
+    from actbert.video.object_classifier import ObjectClassifier, ObjectClassifierConfig, save_object_classifier
+
+    root = tmp_path_factory.mktemp("ray_inputs")
+    (root / "videos").mkdir()
+    ids = sorted(list_videos(synth_tiny / "videos"))[:GOOD]
+    for video_id in ids:
+        (root / "videos" / f"{video_id}.mp4").symlink_to(synth_tiny / "videos" / f"{video_id}.mp4")
+    (root / "videos" / f"{CORRUPT}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+    torch.manual_seed(0)
+    vocab = ActionVocabulary(VERBS)
+    save_action_encoder(build_action_encoder("narrow", len(vocab)), vocab, root / "encoder",
+                        {"num_frames": 4, "fps": 4.0, "clip_size": 32})
+    meta = json.loads((synth_tiny / "meta.json").read_text())
+    classifier = ObjectClassifier(ObjectClassifierConfig(list(meta["objects"]), crop_size=16, widths=(8, 16), embed_dim=12))
+    save_object_classifier(classifier.eval(), root / "objects.safetensors")
+    files = NetworkFiles(str(root / "encoder"), objects=str(synth_tiny / "objects.json"),
+                         object_classifier=str(root / "objects.safetensors"))
+    return root, synth_tiny / "narrations.json", files, ids
+
+
+@pytest.fixture(scope="module")
+def reference(inputs, tmp_path_factory):
+    """The single-process path's store of the same videos."""
+    root, narrations, files, _ = inputs
+    store = tmp_path_factory.mktemp("ray_reference") / "store"
+    nets = files("cpu")
+    report = extract_videos(root / "videos", store, nets.action_encoder, nets.vocab, nets.regions,
+                            narrations_path=narrations, verb_miner=WordMiner(), progress=False)
+    assert [f["video_id"] for f in report.failed] == [CORRUPT]
+    return store, report
+
+
+def records(store: Path) -> dict[str, tuple[dict, bytes]]:
+    """{video_id: (safetensors header, data bytes)}: every array's dtype, shape, offsets and bytes.
+
+    Not the file's bytes: safetensors writes the metadata keys in a hash map's order, which differs
+    from one write to the next even in one process.
+    """
+    out = {}
+    for path in sorted((store / "videos").iterdir()):
+        raw = path.read_bytes()
+        (length,) = struct.unpack("<Q", raw[:8])
+        out[path.stem] = (json.loads(raw[8 : 8 + length]), raw[8 + length :])
+    return out
+
+
+def failures(store: Path) -> list[dict]:
+    return json.loads((store / "failures.json").read_text())
+
+
+def test_killed_worker_is_retried_and_every_video_is_stored_once_bit_for_bit(ray_local, inputs, reference, tmp_path,
+                                                                             monkeypatch):
+    from actbert.video.distributed import extract_videos_ray
+
+    root, narrations, files, ids = inputs
+    ref_store, ref_report = reference
+    once, always = ids[1], ids[4]
+    marker = tmp_path / "killed-once"
+    writes: list[str] = []
+    real_write = FeatureStoreWriter.write
+
+    def counting_write(self, video_id, features):
+        writes.append(video_id)
+        return real_write(self, video_id, features)
+
+    monkeypatch.setattr(FeatureStoreWriter, "write", counting_write)
+    store = tmp_path / "store"
+    report = extract_videos_ray(root / "videos", store, DyingNetworks(files, {once: str(marker), always: None}),
+                                narrations_path=narrations, verb_miner=WordMiner(), progress=False, max_retries=1)
+
+    assert marker.exists()  # a worker really died on `once`, and its retry stored it
+    stored = [v for v in ids if v != always]
+    assert sorted(writes) == sorted(stored)  # each video written exactly once, by the driver
+    assert sorted(p.name for p in (store / "videos").iterdir()) == [f"{v}.safetensors" for v in stored]  # no temporaries
+    ours, theirs = records(store), records(ref_store)
+    assert {v: ours[v] == theirs[v] for v in stored} == {v: True for v in stored}  # the same bytes
+    assert report.written == stored and report.skipped == []
+
+    # the corrupt file as the single-process path reports it; the always-dying video with Ray's error
+    died = [f for f in report.failed if f["video_id"] == always]
+    assert len(died) == 1 and died[0]["stage"] == "extract" and died[0]["error"].startswith("WorkerCrashedError")
+    assert "after 1 retries" in died[0]["error"] and "\n" not in died[0]["error"]
+    assert [f for f in failures(store) if f["video_id"] != always] == failures(ref_store)
+    assert report.narration_problems == ref_report.narration_problems
+
+    # a rerun skips what is stored and extracts the video whose worker died (now it does not)
+    report = extract_videos_ray(root / "videos", store, files, narrations_path=narrations, verb_miner=WordMiner(),
+                                progress=False)
+    assert report.written == [always] and sorted(report.skipped) == sorted(stored)
+    assert records(store) == records(ref_store) and failures(store) == failures(ref_store)
+
+
+def test_cli_engine_ray_composes_with_shard(ray_local, inputs, reference, tmp_path, capsys):
+    from actbert.cli import main
+    from actbert.video.extract import shard_ids
+
+    root, narrations, files, ids = inputs
+    ref_store, _ = reference
+    store = tmp_path / "store"
+    code = main(["extract", "--videos", str(root / "videos"), "--narrations", str(narrations), "--store", str(store),
+                 "--action-encoder", files.action_encoder, "--regions", "given", "--objects", files.objects,
+                 "--object-classifier", files.object_classifier, "--shard", "1/2", "--engine", "ray", "--workers", "2"])
+    mine = shard_ids([*ids, CORRUPT], 1, 2)
+    good = [v for v in mine if v != CORRUPT]
+    assert code == (1 if CORRUPT in mine else 0)
+    assert capsys.readouterr().out.startswith(f"shard 1/2: {len(mine)} videos, {len(good)} written")
+    ours, theirs = records(store), records(ref_store)
+    assert sorted(ours) == good and all(ours[v] == theirs[v] for v in good)
+
+
+def test_engine_ray_without_ray_names_the_extra(inputs, tmp_path, monkeypatch):
+    from actbert.video.distributed import RayNotInstalledError, extract_videos_ray
+
+    root, narrations, files, _ = inputs
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(RayNotInstalledError, match=r"pip install 'actbert\[ray\]'"):
+        extract_videos_ray(root / "videos", tmp_path / "store", files, narrations_path=narrations)
+    assert not (tmp_path / "store").exists()  # refused before anything is written
+
+
+def test_ray_options_need_the_ray_engine(tmp_path):
+    from actbert.errors import ActBertError
+    from actbert.video.extract import extract_features
+
+    with pytest.raises(ActBertError, match="--engine ray"):
+        extract_features(tmp_path / "store", tmp_path / "encoder", videos=tmp_path, workers=2)
