@@ -192,3 +192,28 @@ def test_item_outcomes_names_the_missing_field():
         item_outcomes({"task": "retrieval", "primary": "R@5", "dataset": "msrvtt"})
     with pytest.raises(MetricInputError, match="hits"):
         item_outcomes({"task": "step_localization", "primary": "recall", "videos": [{"task": "t", "video_id": "v"}]})
+
+
+def test_group_bootstrap_of_one_group_is_the_plain_bootstrap():
+    from actbert.metrics.statistics import bootstrap_groups, paired_bootstrap_groups
+
+    x = np.random.default_rng(5).uniform(0, 100, size=30)
+    y = x - 3.0
+    one = bootstrap_groups([(x, np.mean)], seed=4)
+    plain = bootstrap_interval(x, seed=4)
+    assert (one.low, one.high) == (pytest.approx(plain.low), pytest.approx(plain.high))
+    # two datasets, A = B + 3 on both: the mean difference is exactly 3 in every resample
+    diff = paired_bootstrap_groups([(x, y, np.mean), (x[:10], y[:10], np.mean)])
+    assert (diff.estimate, diff.low, diff.high) == (pytest.approx(3.0), pytest.approx(3.0), pytest.approx(3.0))
+    two = bootstrap_groups([(np.full(5, 10.0), np.mean), (np.full(7, 30.0), np.mean)])
+    assert (two.estimate, two.low, two.high) == (20.0, 20.0, 20.0)
+
+
+def test_vectorised_draws_equal_the_loop():
+    rows = np.random.default_rng(2).integers(1, 20, size=(15, 2)).astype(float)
+    rows[:, 0] = np.minimum(rows[:, 0], rows[:, 1])
+    fast = bootstrap_interval(rows, ratio_of_sums, resamples=300, seed=9)
+    slow = bootstrap_interval(rows, lambda r: ratio_of_sums(r) + 0.0, resamples=300, seed=9)  # not the fast path
+    assert (fast.low, fast.high) == (pytest.approx(slow.low), pytest.approx(slow.high))
+    x = rows[:, 0]
+    assert bootstrap_interval(x, seed=3).high == pytest.approx(bootstrap_interval(x, lambda r: float(np.mean(r)), seed=3).high)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "check-parity": "check_parity",
     "build-visual-vocab": "build_visual_vocab",
     "demo": "demo",
+    "compare": "compare",
 }
 
 

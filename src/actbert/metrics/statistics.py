@@ -71,6 +71,8 @@ __all__ = [
     "bootstrap_interval",
     "seed_spread",
     "paired_bootstrap",
+    "bootstrap_groups",
+    "paired_bootstrap_groups",
     "sign_test",
     "permutation_test",
     "separation",
@@ -194,6 +196,17 @@ def _percentile_interval(estimate: float, draws: np.ndarray, level: float, metho
     return Interval(float(estimate), float(low), float(high), level, method, n)
 
 
+def _draws(rows: np.ndarray, statistic: Statistic, idx: np.ndarray) -> np.ndarray:
+    """``statistic`` of every resample ``rows[idx[r]]``; the two sum-based statistics vectorised
+    (the same numbers as the loop, at bench sizes ~100x faster)."""
+    if statistic is mean_of_rows or statistic is np.mean:
+        return rows[idx].mean(axis=1) if rows.ndim == 1 else np.array([statistic(rows[i]) for i in idx])
+    if statistic is ratio_of_sums:
+        picked = rows[idx]  # [R, n, 2]
+        return 100.0 * picked[..., 0].sum(axis=1) / picked[..., 1].sum(axis=1)
+    return np.array([statistic(rows[i]) for i in idx])
+
+
 def bootstrap_interval(outcomes: Any, statistic: Statistic = mean_of_rows, resamples: int = RESAMPLES,
                        level: float = LEVEL, seed: int = SEED) -> Interval:
     """Percentile bootstrap interval of ``statistic`` over the rows of ``outcomes`` ([n] or [n, k]).
@@ -204,8 +217,7 @@ def bootstrap_interval(outcomes: Any, statistic: Statistic = mean_of_rows, resam
     _check_level(level)
     rows = _as_rows(outcomes, "outcomes")
     estimate = statistic(rows)
-    idx = _resample_indices(len(rows), resamples, seed)
-    draws = np.array([statistic(rows[i]) for i in idx])
+    draws = _draws(rows, statistic, _resample_indices(len(rows), resamples, seed))
     return _percentile_interval(estimate, draws[np.isfinite(draws)], level, "percentile bootstrap", len(rows))
 
 
@@ -240,8 +252,46 @@ def paired_bootstrap(a: Any, b: Any, statistic: Statistic = mean_of_rows, resamp
         raise MetricInputError(f"b: shape {rb.shape} differs from a's {ra.shape}; a paired comparison needs the same items")
     estimate = statistic(ra) - statistic(rb)
     idx = _resample_indices(len(ra), resamples, seed)
-    draws = np.array([statistic(ra[i]) - statistic(rb[i]) for i in idx])
+    draws = _draws(ra, statistic, idx) - _draws(rb, statistic, idx)
     return _percentile_interval(estimate, draws[np.isfinite(draws)], level, "paired percentile bootstrap", len(ra))
+
+
+def bootstrap_groups(groups: Sequence[tuple[Any, Statistic]], resamples: int = RESAMPLES, level: float = LEVEL,
+                     seed: int = SEED) -> Interval:
+    """Interval of the mean over groups of each group's statistic (a task's mean over its datasets:
+    retrieval's YouCook2 and MSR-VTT rows), each group's items resampled on their own (group ``g``
+    with seed ``seed + g``). One group: :func:`bootstrap_interval`."""
+    _check_level(level)
+    if not groups:
+        raise MetricInputError("groups: empty")
+    rows = [_as_rows(r, f"groups[{g}]") for g, (r, _) in enumerate(groups)]
+    estimate = float(np.mean([stat(r) for r, (_, stat) in zip(rows, groups)]))
+    draws = np.zeros(resamples)
+    for g, (r, (_, stat)) in enumerate(zip(rows, groups)):
+        draws += _draws(r, stat, _resample_indices(len(r), resamples, seed + g))
+    draws /= len(groups)
+    return _percentile_interval(estimate, draws[np.isfinite(draws)], level, "percentile bootstrap (mean over datasets)", sum(len(r) for r in rows))
+
+
+def paired_bootstrap_groups(groups: Sequence[tuple[Any, Any, Statistic]], resamples: int = RESAMPLES, level: float = LEVEL,
+                            seed: int = SEED) -> Interval:
+    """:func:`paired_bootstrap` of the mean over groups: per group, A and B on the same resampled
+    items (group ``g`` with seed ``seed + g``); the difference of the group means."""
+    _check_level(level)
+    if not groups:
+        raise MetricInputError("groups: empty")
+    estimate, draws, n = 0.0, np.zeros(resamples), 0
+    for g, (a, b, stat) in enumerate(groups):
+        ra, rb = _as_rows(a, f"groups[{g}].a"), _as_rows(b, f"groups[{g}].b")
+        if ra.shape != rb.shape:
+            raise MetricInputError(f"groups[{g}].b: shape {rb.shape} differs from a's {ra.shape}; a paired comparison needs the same items")
+        estimate += stat(ra) - stat(rb)
+        idx = _resample_indices(len(ra), resamples, seed + g)
+        draws += _draws(ra, stat, idx) - _draws(rb, stat, idx)
+        n += len(ra)
+    draws /= len(groups)
+    return _percentile_interval(estimate / len(groups), draws[np.isfinite(draws)], level,
+                                "paired percentile bootstrap (mean over datasets)", n)
 
 
 def _item_differences(a: Any, b: Any, item_value: Callable[[np.ndarray], np.ndarray] | None) -> np.ndarray:

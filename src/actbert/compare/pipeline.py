@@ -1,0 +1,229 @@
+"""``actbert compare``: several model families on one benchmark, one budget, one set of features.
+
+Stages (each is skipped when its output exists, so an interrupted run continues where it
+stopped; ``OUT/stages.json`` keeps each stage's seconds):
+
+1-5. the demo's data stages (``demo.DATA_STAGE_CALLS`` with ``demo.profiles.stage_arguments``):
+     synth, verbs, action encoder, object classifier, extract -- once, shared by every model
+6.   ``visual_vocab`` (only with VideoBERT): its hierarchical k-means vocabulary on the
+     pretraining split of the shared store
+7.   ``pretrain <run> seed<k>``: each family (and ActBERT ablation) with the same budget, through
+     the demo's pretraining stage; then ``flops.json``: one training step counted with
+     ``torch.utils.flop_counter.FlopCounterMode`` (forward + backward on a real batch) times the steps
+8.   ``tasks <run> seed<k>``: the demo's task stage (``demo.run_tasks``) on that run, for the
+     variants the report keeps (the others get a ``not_applicable`` result file first, so the
+     demo's stage skips them)
+9.   ``report``: ``OUT/report.md``, ``OUT/report.json``, ``OUT/report/*.png`` (always rebuilt)
+
+Seeds: seed ``k`` pretrains with ``train.seed=k`` and fine-tunes / evaluates with seed ``k``; the
+benchmark and its features are seed 0's for every seed (the test items stay the same, so models
+and seeds are compared on the same items). Ablation rows run on the first ``ablation_seeds`` seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from actbert.compare.profiles import (
+    FAMILIES,
+    PROFILES,
+    ComparePaths,
+    CompareProfile,
+    Row,
+    RunPaths,
+    rows,
+    runs,
+)
+from actbert.demo.pipeline import DATA_STAGE_CALLS, StageBook, _pretrain, run_tasks
+from actbert.demo.profiles import DATA_STAGES, VARIANTS, DemoProfile, pretrain_overrides, stage_arguments
+from actbert.errors import ActBertError
+from actbert.tasks.common import TASK_NAMES
+from actbert.utils.io import atomic_write_json
+
+__all__ = ["CompareError", "CompareBook", "run_compare", "run_profile", "count_step_flops"]
+
+
+class CompareError(ActBertError):
+    """A comparison that cannot run as asked (unknown family, a changed setting on resume)."""
+
+
+class CompareBook(StageBook):
+    """The demo's stage book (``OUT/stages.json``) with a progress bar and the comparison's stage count."""
+
+    def __init__(self, root: Path, log: Callable[[str], None], total: int, progress: bool = True):
+        super().__init__(root, log)
+        from tqdm import tqdm
+
+        self.total = total
+        self.index = 0
+        self.bar = tqdm(total=total, desc="compare", unit="stage", disable=not progress, position=0)
+
+    def stage(self, name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
+        self.index += 1
+        start = time.perf_counter()
+        if done():
+            entry = self.entries.setdefault(name, {"seconds": None})
+            entry["skipped_last_run"] = True
+            self.log(f"[compare {self.index}/{self.total}] {name}: already done, skipped")
+            self._save()
+        else:
+            self.log(f"[compare {self.index}/{self.total}] {name}: running")
+            work()
+            seconds = time.perf_counter() - start
+            self.entries[name] = {"seconds": round(seconds, 1), "skipped_last_run": False}
+            self._save()
+            self.log(f"[compare {self.index}/{self.total}] {name}: done in {seconds:.1f} s")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_profile(profile: CompareProfile, run: str, family: str, extra: list[str], paths: ComparePaths) -> DemoProfile:
+    """The demo profile of one pretraining run: its family's preset, the shared budget, the run's overrides."""
+    pretrain = [*profile.budget, *profile.family_overrides.get(family, [])]
+    if family == "videobert":
+        pretrain.append(f"model.visual_vocab={paths.visual_vocab}")
+    return dataclasses.replace(profile.data, name=f"{profile.name}:{run}", preset=profile.preset(family),
+                               pretrain=[*pretrain, *extra], tasks=profile.tasks)
+
+
+def count_step_flops(demo_profile: DemoProfile, run_paths: RunPaths, seed: int) -> dict[str, Any]:
+    """FLOPs of one training step (forward + backward, no optimiser) of the run's model on one real
+    batch of its pretraining data, counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from actbert.models.registry import create_model
+    from actbert.train.config import load_pretrain_config
+    from actbert.train.loop import build_pretrain_data
+
+    cfg = load_pretrain_config(demo_profile.preset, pretrain_overrides(run_paths, demo_profile, seed))
+    scratch = run_paths.root / "flops_scratch"
+    data = build_pretrain_data(cfg, scratch)
+    b = min(cfg.train.batch_size, len(data.dataset))
+    batch = data.collator([data.dataset[i] for i in range(b)])
+    torch.manual_seed(seed)
+    model = create_model(data.model_config, heads=True, verbose=False).train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(batch)
+        out.loss.backward()
+    counted = int(counter.get_total_flops())
+    steps, batch_size = int(cfg.train.max_steps), int(cfg.train.batch_size)
+    per_step = counted * batch_size // b  # the counted batch is smaller only when the corpus is
+    return {"flops_per_step": per_step, "steps": steps, "batch_size": batch_size, "counted_batch": b, "counted_flops": counted,
+            "total_flops": per_step * steps, "params": int(sum(p.numel() for p in model.parameters())),
+            "how": "FlopCounterMode over one fp32 forward + backward of the run's first samples; x batch size / counted batch x steps"}
+
+
+def _skip_unreported(run_paths: RunPaths, run: str, kept: Sequence[Row], seed: int, ablation_seeds: int, tasks: Sequence[str]) -> None:
+    """Result files for the variants of this run the report does not use, so demo.run_tasks skips them."""
+    for variant in VARIANTS:
+        row = next((r for r in kept if r.run == run and r.variant == variant), None)
+        if row is not None and not (row.ablation and seed >= ablation_seeds):
+            continue
+        why = "not a row of this comparison" if row is None else f"ablation rows run on the first {ablation_seeds} seed(s) only"
+        for task in tasks:
+            target = run_paths.result_file(task, variant)
+            if not target.exists():
+                atomic_write_json(target, {"task": task, "variant": variant, "records": [], "not_applicable": why, "skipped_by": "compare"})
+
+
+def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str = "bench", seeds: int = 1,
+                ablations: bool = True, ablation_seeds: int = 1, tasks: Sequence[str] = TASK_NAMES,
+                profile: CompareProfile | None = None, log: Callable[[str], None] = print, progress: bool = True,
+                threads: int = 0) -> Path:
+    """Run (or resume) a comparison into ``out``; returns the report path (module docstring)."""
+    from actbert.compare.report import write_report
+
+    unknown = [m for m in models if m not in FAMILIES]
+    if unknown:
+        raise CompareError(f"--models: unknown family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+    if seeds < 1 or ablation_seeds < 0:
+        raise CompareError(f"--seeds: must be >= 1 (got {seeds}); --ablation-seeds >= 0 (got {ablation_seeds})")
+    if profile is None:
+        if size not in PROFILES:
+            raise CompareError(f"--size: no comparison profile {size!r} (known: {', '.join(PROFILES)})")
+        profile = PROFILES[size]
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+        profile = dataclasses.replace(profile, budget=[*profile.budget, f"train.num_threads={threads}"])
+    paths = ComparePaths(Path(out))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    models = list(models)
+    kept = rows(models, ablations)
+    pretraining = runs(models, ablations)
+    settings = {"models": models, "size": profile.name, "seeds": seeds, "ablations": ablations,
+                "ablation_seeds": ablation_seeds, "tasks": list(tasks), "profile": dataclasses.asdict(profile)}
+    settings_path = paths.root / "compare_settings.json"
+    if settings_path.exists():
+        before = json.loads(settings_path.read_text(encoding="utf-8"))
+        if before.get("profile") != settings["profile"]:
+            raise CompareError(f"{settings_path}: field 'profile': this folder was run with another profile; use a new --out")
+    atomic_write_json(settings_path, settings)
+
+    def seeds_of(run: str) -> int:
+        return ablation_seeds if run not in models else seeds
+
+    run_seeds = [(run, seed) for seed in range(seeds) for run in pretraining if seed < max(1, seeds_of(run))]
+    total = len(DATA_STAGES) + ("videobert" in models) + 2 * len(run_seeds) + 1
+    book = CompareBook(paths.root, log, total, progress)
+    data = paths.data
+    arguments = stage_arguments(data, profile.data, 0)
+    outputs = {
+        "synth": lambda: (data.synth / "meta.json").exists() and (data.synth / "splits.json").exists(),
+        "verbs": lambda: data.vocab.exists(),
+        "action_encoder": lambda: (data.action_encoder / "eval.json").exists(),
+        "object_classifier": lambda: data.object_classifier.exists(),
+        "extract": lambda: (data.store / "schema.json").exists() and book.seconds("extract") is not None,
+    }
+    try:
+        for name in DATA_STAGES:
+            book.stage(name, outputs[name], lambda name=name: DATA_STAGE_CALLS[name](log, **arguments[name]))
+        if "videobert" in models:
+            book.stage("visual_vocab", lambda: (paths.visual_vocab / "build_report.json").exists(),
+                       lambda: _visual_vocab(profile, paths))
+        for run, seed in run_seeds:
+            family, extra = pretraining[run]
+            demo_profile = run_profile(profile, run, family, extra, paths)
+            rp = paths.run(run, seed)
+            book.stage(f"pretrain {run} seed{seed}", lambda rp=rp: (rp.model / "config.json").exists() and (rp.root / "flops.json").exists(),
+                       lambda rp=rp, dp=demo_profile, seed=seed: _pretrain_and_count(dp, rp, seed))
+        for run, seed in run_seeds:
+            family, extra = pretraining[run]
+            demo_profile = run_profile(profile, run, family, extra, paths)
+            rp = paths.run(run, seed)
+            _skip_unreported(rp, run, kept, seed, ablation_seeds, tasks)
+            book.stage(f"tasks {run} seed{seed}",
+                       lambda rp=rp: all(rp.result_file(t, v).exists() for t in tasks for v in VARIANTS),
+                       lambda rp=rp, dp=demo_profile, seed=seed: run_tasks(rp, dp, seed, tasks, log))
+        report = paths.root / "report.md"
+        book.stage("report", lambda: False, lambda: write_report(paths, log=log))
+    finally:
+        book.close()
+    return report
+
+
+def _pretrain_and_count(demo_profile: DemoProfile, run_paths: RunPaths, seed: int) -> None:
+    if not (run_paths.model / "config.json").exists():
+        run_paths.root.mkdir(parents=True, exist_ok=True)
+        _pretrain(run_paths, demo_profile, seed)
+    flops = count_step_flops(demo_profile, run_paths, seed)
+    atomic_write_json(run_paths.root / "flops.json", {**flops, "preset": demo_profile.preset, "overrides": demo_profile.pretrain})
+
+
+def _visual_vocab(profile: CompareProfile, paths: ComparePaths) -> None:
+    from actbert.models.videobert.visual_vocab import build_visual_vocab
+    from actbert.train.config import load_pretrain_config
+
+    rp = paths.run("videobert", 0)
+    demo_profile = run_profile(profile, "videobert", "videobert", [], paths)
+    overrides = [o for o in pretrain_overrides(rp, demo_profile, 0) if not o.startswith("model.visual_vocab=")]
+    build_visual_vocab(load_pretrain_config(demo_profile.preset, overrides), paths.visual_vocab, progress=False)

@@ -1,0 +1,72 @@
+"""``actbert compare`` end to end on the tiny size: ActBERT + VLM, one seed, with ActBERT's
+ablations; interrupted in the middle of the task stages, then resumed; the report's numbers are
+checked against the metrics the tasks themselves wrote."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from actbert.compare import ComparePaths, run_compare
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_compare_tiny_two_models_resumes_after_an_interruption(synth_tiny: Path, tmp_path: Path):
+    out = tmp_path / "cmp"
+    shutil.copytree(synth_tiny, out / "synth")  # the synth stage's output (tiny, seed 0): skipped below
+
+    def stop_at_vlm_tasks(message: str) -> None:
+        if message.endswith("tasks vlm seed0: running"):
+            raise Interrupt(message)
+
+    with pytest.raises(Interrupt):
+        run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=stop_at_vlm_tasks, progress=False)
+    paths = ComparePaths(out)
+    first = paths.run("actbert", 0).result_file("retrieval", "pretrained")
+    assert first.exists() and not paths.run("vlm", 0).result_file("retrieval", "pretrained").exists()
+    stamp = first.stat().st_mtime_ns
+
+    messages: list[str] = []
+    report = run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=messages.append, progress=False)
+    stages = json.loads((out / "stages.json").read_text())
+    for name in ("synth", "extract", "pretrain actbert seed0", "pretrain vlm seed0", "tasks actbert seed0"):
+        assert stages[name]["skipped_last_run"], name
+    assert not stages["tasks vlm seed0"]["skipped_last_run"]
+    assert first.stat().st_mtime_ns == stamp  # finished results were not redone
+
+    data = json.loads((out / "report.json").read_text())
+    results = data["results"]
+    assert {"actbert", "actbert/no-pretraining", "vlm", "vlm/no-pretraining", "actbert/no-regions", "actbert/no-tangled"} <= set(results)
+    # every task's per-item outcomes reproduce the metric the task wrote (an independent computation)
+    for row, run, variant in (("actbert", "actbert", "pretrained"), ("vlm/no-pretraining", "vlm", "no_pretraining")):
+        for task in ("retrieval", "captioning", "videoqa", "segmentation", "step_localization"):
+            written = json.loads(paths.run(run, 0).result_file(task, variant).read_text())["records"]
+            datasets = results[row][task]["datasets"]
+            assert len(datasets) == len(written)
+            for record in written:
+                d = datasets[f"{record['dataset']} / {record['protocol']}"]
+                assert d["values"][0] == pytest.approx(record["metrics"][record["primary"]], abs=1e-9), (row, task)
+                iv = d["item_interval"]
+                assert iv["low"] <= iv["estimate"] <= iv["high"]
+            mean = sum(r["metrics"][r["primary"]] for r in written) / len(written)
+            assert results[row][task]["task_mean"]["interval"]["estimate"] == pytest.approx(mean)
+    # no region cues: captioning never uses regions, so the row has no captioning entry
+    assert "captioning" not in results["actbert/no-regions"]
+    verdicts = {(c["a"], c["b"], c["task"]): c["verdict"] for c in data["comparisons"]}
+    assert ("actbert", "actbert/no-pretraining", "retrieval") in verdicts and ("actbert", "vlm", "videoqa") in verdicts
+    assert set(verdicts.values()) <= {"better", "worse", "not separated"}
+    for run in ("actbert", "vlm", "actbert-no-tangled"):
+        flops = data["flops"][run]
+        assert flops["flops_per_step"] > 0 and flops["total_flops"] == flops["flops_per_step"] * flops["steps"]
+    # the tangled-free ablation really has no tangled layer
+    config = json.loads((paths.run("actbert-no-tangled", 0).model / "config.json").read_text())
+    assert config.get("text_tangled", config.get("model", {}).get("text_tangled")) == []
+    text = report.read_text()
+    assert "| ActBERT |" in text and "Paired comparisons" in text and (out / "report" / "tasks.png").exists()
+    assert (out / "report" / "pretrain_loss.png").exists()
