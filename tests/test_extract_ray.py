@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actbert.data.store import FeatureStore, FeatureStoreWriter
+from actbert.data.store import FeatureStoreWriter
 from actbert.text.verbs import ActionVocabulary
 from actbert.video.extract import ExtractionNetworks, NetworkFiles, extract_videos, list_videos
 
@@ -181,13 +181,32 @@ def test_cli_engine_ray_composes_with_shard(ray_local, inputs, reference, tmp_pa
     store = tmp_path / "store"
     code = main(["extract", "--videos", str(root / "videos"), "--narrations", str(narrations), "--store", str(store),
                  "--action-encoder", files.action_encoder, "--regions", "given", "--objects", files.objects,
-                 "--object-classifier", files.object_classifier, "--shard", "1/2", "--engine", "ray", "--workers", "2"])
+                 "--object-classifier", files.object_classifier, "--shard", "1/2", "--engine", "ray", "--workers", "2", "--cpus-per-task", "1"])
     mine = shard_ids([*ids, CORRUPT], 1, 2)
     good = [v for v in mine if v != CORRUPT]
     assert code == (1 if CORRUPT in mine else 0)
     assert capsys.readouterr().out.startswith(f"shard 1/2: {len(mine)} videos, {len(good)} written")
     ours, theirs = records(store), records(ref_store)
     assert sorted(ours) == good and all(ours[v] == theirs[v] for v in good)
+
+
+def test_fill_on_ray_matches_the_single_process_fill(ray_local, inputs, tmp_path):
+    from actbert.video.distributed import extract_videos_ray
+
+    root, narrations, files, ids = inputs
+    nets = files("cpu")
+    stores = {}
+    for name in ("single", "ray"):  # two stores without per-second features, then filled by each engine
+        stores[name] = tmp_path / name
+        extract_videos(root / "videos", stores[name], nets.action_encoder, nets.vocab, nets.regions,
+                       narrations_path=narrations, verb_miner=WordMiner(), progress=False, video_ids=ids[:3],
+                       second_features=False)
+    single = extract_videos(root / "videos", stores["single"], nets.action_encoder, nets.vocab, None, fill_only=True,
+                            progress=False)
+    fill_files = NetworkFiles(files.action_encoder, regions="none")
+    report = extract_videos_ray(root / "videos", stores["ray"], fill_files, fill_only=True, progress=False)
+    assert single.filled == report.filled == ids[:3]
+    assert records(stores["ray"]) == records(stores["single"])
 
 
 def test_engine_ray_without_ray_names_the_extra(inputs, tmp_path, monkeypatch):

@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--engine ray: tasks at once (default: the cluster's CPUs, or GPUs when it has any)")
     parser.add_argument("--gpus-per-task", type=float, default=None,
                         help="--engine ray: GPUs per task (default 1 when the cluster has GPUs, else 0)")
+    parser.add_argument("--cpus-per-task", type=int, default=None,
+                        help="--engine ray: CPUs per task, also its torch threads (default 1)")
     seconds = parser.add_mutually_exclusive_group()
     seconds.add_argument("--no-second-features", action="store_true",
                          help="store no per-second features (a store without them; refused by a store that has them)")
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, shard=args.shard, device=args.device,
         second_features=not args.no_second_features, fill_only=args.second_features_only,
         engine=args.engine, ray_address=args.ray_address, workers=args.workers, gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
     )
     print(report.summary())
     if report.failures_path is not None and (report.failed or report.narration_problems):

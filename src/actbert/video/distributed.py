@@ -36,12 +36,15 @@ reported with the Ray error (stage "extract" or "second_features") and the run g
 
 Bit for bit. A task runs ``compute_video`` / ``per_second_features``, the functions the
 single-process path runs, on the same inputs; torch in a worker uses ``cpus_per_task`` threads,
-so the features are the same bytes as a single process at that torch thread count (CPU kernels
-may sum in a thread-dependent order).
+so the features are the same bytes as a single process at that torch thread count (e.g.
+``OMP_NUM_THREADS=1 actbert extract ...`` for the default of one). At other thread counts CPU
+kernels sum in another order: measured on the tiny benchmark, 2 threads against 1 differ by up to
+1.2e-7 in the action features.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import sys
@@ -168,7 +171,7 @@ def extract_videos_ray(
     fill_only: bool = False,
     address: str | None = None,
     workers: int | None = None,
-    cpus_per_task: float = 1,
+    cpus_per_task: int = 1,
     gpus_per_task: float | None = None,
     max_retries: int = DEFAULT_MAX_RETRIES,
     init_kwargs: Mapping[str, Any] | None = None,
@@ -179,7 +182,8 @@ def extract_videos_ray(
     the driver ("cpu": the store schema and the verb vocabulary) and once per worker process.
     address: a Ray cluster ("auto", "ray://host:10001", ...); None: the running Ray of this process,
     else a new local one with ``workers x cpus_per_task`` CPUs (all cores when workers is None).
-    workers: tasks at once (default: the cluster's CPU or GPU slots). gpus_per_task: GPUs per task
+    workers: tasks at once (default: the cluster's CPU or GPU slots). cpus_per_task: CPUs a task
+    asks for and its torch threads. gpus_per_task: GPUs per task
     (None: 1 when the cluster has GPUs, else 0; fractions share a GPU). max_retries: Ray's retries of a
     task whose worker process died. init_kwargs: extra ``ray.init`` arguments for a new local Ray.
     """
@@ -194,9 +198,12 @@ def extract_videos_ray(
                            max_regions=max_regions, video_ids=video_ids, second_features=second_features,
                            fill_only=fill_only)
     del local
-    tasks = [VideoTask("extract", v, str(plan.videos[v]), plan.clips_by_video.get(v, []),
-                       {key: verbs for key, verbs in plan.verbs_of.items() if key[0] == v}, max_regions,
-                       plan.with_seconds, str(narrations_path) if narrations_path else None) for v in plan.todo]
+    verbs_by_video: dict[str, dict[tuple[str, int], list[str]]] = {}
+    for key, verbs in plan.verbs_of.items():
+        verbs_by_video.setdefault(key[0], {})[key] = verbs
+    tasks = [VideoTask("extract", v, str(plan.videos[v]), plan.clips_by_video.get(v, []), verbs_by_video.get(v, {}),
+                       max_regions, plan.with_seconds, str(narrations_path) if narrations_path else None)
+             for v in plan.todo]
     tasks += [VideoTask("fill", v, str(plan.videos[v])) for v in plan.to_fill]
     if not tasks:
         return finish_extraction(plan, [], [], [], [])
@@ -228,7 +235,7 @@ def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_
     load_ref = ray.put(networks)
     threads = max(1, int(cpus_per_task))
     # longest first: file size as the cheap proxy of a video's length (module docstring)
-    queue = sorted(tasks, key=lambda t: -os.path.getsize(t.path) if os.path.exists(t.path) else 0)
+    queue = collections.deque(sorted(tasks, key=lambda t: -os.path.getsize(t.path) if os.path.exists(t.path) else 0))
     order = {(t.kind, t.video_id): i for i, t in enumerate(tasks)}
     pending: dict[Any, VideoTask] = {}
     problems: dict[str, list[dict]] = {}  # narration problems found by each task (clips past the video's end)
@@ -239,7 +246,7 @@ def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_
 
     def submit() -> None:
         while queue and len(pending) < workers * IN_FLIGHT_PER_SLOT:
-            task = queue.pop(0)
+            task = queue.popleft()
             pending[remote.remote(run_id, load_ref, gpus_per_task, threads, task)] = task
 
     def done_with(task: VideoTask, status: str, failure: dict | None = None) -> None:

@@ -688,6 +688,7 @@ def extract_features(
     ray_address: str | None = None,
     workers: int | None = None,
     gpus_per_task: float | None = None,
+    cpus_per_task: int | None = None,
 ) -> ExtractReport:
     """Load the networks and extract a folder of videos into the store at ``store``.
 
@@ -701,13 +702,14 @@ def extract_features(
     extractor is loaded, so the region options are not needed).
     ``engine``: ``"local"`` (this process, on ``device``) or ``"ray"`` (one Ray task per video on
     the cluster at ``ray_address``, a local Ray when None; ``workers`` tasks at once; a GPU per task
-    when the cluster has GPUs unless ``gpus_per_task`` says otherwise; see
-    ``actbert.video.distributed``). Both store the same bytes.
+    when the cluster has GPUs unless ``gpus_per_task`` says otherwise; ``cpus_per_task`` CPUs and
+    torch threads per task, default 1; see ``actbert.video.distributed``). Both store the same
+    arrays, bit for bit, at the same torch thread count.
     """
     if engine not in ENGINES:
         raise ActBertError(f"extract: field 'engine' is {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "local" and (ray_address or workers is not None or gpus_per_task is not None):
-        raise ActBertError("extract: --ray-address, --workers and --gpus-per-task need --engine ray")
+    if engine == "local" and (ray_address or workers is not None or gpus_per_task is not None or cpus_per_task is not None):
+        raise ActBertError("extract: --ray-address, --workers, --gpus-per-task and --cpus-per-task need --engine ray")
     data = Path(data) if data else None
     videos = Path(videos) if videos else (data / "videos" if data else None)
     if videos is None:
@@ -730,7 +732,8 @@ def extract_features(
 
         return extract_videos_ray(videos, store, files, narrations_path=None if fill_only else narrations, shard=shard,
                                   dtype=dtype, max_regions=max_regions, second_features=second_features,
-                                  fill_only=fill_only, address=ray_address, workers=workers, gpus_per_task=gpus_per_task)
+                                  fill_only=fill_only, address=ray_address, workers=workers, gpus_per_task=gpus_per_task,
+                                  cpus_per_task=cpus_per_task or 1)
     nets = files(device)
     if fill_only:
         return extract_videos(videos, store, nets.action_encoder, nets.vocab, None, shard=shard, fill_only=True)
