@@ -339,3 +339,19 @@ def test_finetune_with_the_contrastive_loss_and_hard_negatives(planted):
     plain = registry.create_model(ActBertForPretraining.fill_config_from_data(tiny(), assembler.store.schema, assembler.tokenizer), verbose=False)
     with pytest.raises(CapabilityError, match="'embeddings'"):
         ret.finetune(plain, assembler, bench, tasks.make_settings("retrieval", {"steps": 1, "contrastive": 0.5}))
+
+
+def test_the_pretraining_loop_logs_the_contrastive_loss(tmp_path):
+    from actbert.train.config import load_pretrain_config
+    from actbert.train.loop import train
+    from actbert.train.metrics_log import read_metrics
+
+    config = load_pretrain_config("tiny", ["train.progress=false", f"data.random_dir={tmp_path / 'data'}", "train.max_steps=2",
+                                           "train.checkpoint_every=0", "model.embed_dim=16", "model.loss_weights.contrastive=0.5",
+                                           "model.hard_negatives=true", "optim.lr_scales.embedding=2.0"])
+    train(config, tmp_path / "run")
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == 2 and all(math.isfinite(r["contrastive"]) and r["contrastive"] > 0 for r in records)
+    saved = ActBertForPretraining.from_pretrained(tmp_path / "run" / "model")
+    assert saved.config.hard_negatives and saved.config.loss_weights["contrastive"] == 0.5
+    assert "embeddings" in capabilities_of(saved)
