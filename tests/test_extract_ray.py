@@ -1,6 +1,7 @@
 """``actbert extract --engine ray``: a local Ray with 2 workers stores the same bytes as the single-process
 path, every video exactly once, while one worker is killed mid-run; a corrupt video is skipped and
-reported; a video whose worker dies on every try is reported and the run goes on.
+reported; a video whose worker dies on every try, or whose task raises an error the per-video
+catch does not cover, is reported and the run goes on.
 
 The independent source is the single-process path (``extract_videos``) on the same videos and
 networks: records are compared file for file, array for array and byte for byte, and failures.json entry for entry.
@@ -39,7 +40,8 @@ class WordMiner:
 
 class DyingRegions:
     """Region extractor that kills its own worker process on ``victims``: once when a marker file is
-    given (the marker makes the retry succeed), on every try otherwise."""
+    given (the marker makes the retry succeed), on every try for None; "raise": a MemoryError, an
+    error the per-video catch does not cover."""
 
     def __init__(self, inner, victims: dict[str, str | None]):
         self.inner, self.victims = inner, victims
@@ -48,6 +50,8 @@ class DyingRegions:
     def __call__(self, video_id, decoded):
         if video_id in self.victims:
             marker = self.victims[video_id]
+            if marker == "raise":
+                raise MemoryError("planted: cannot allocate")
             if marker is None or not os.path.exists(marker):
                 if marker is not None:
                     Path(marker).write_text(str(os.getpid()))
@@ -136,7 +140,7 @@ def test_killed_worker_is_retried_and_every_video_is_stored_once_bit_for_bit(ray
 
     root, narrations, files, ids = inputs
     ref_store, ref_report = reference
-    once, always = ids[1], ids[4]
+    once, always, raises = ids[1], ids[4], ids[2]
     marker = tmp_path / "killed-once"
     writes: list[str] = []
     real_write = FeatureStoreWriter.write
@@ -147,11 +151,11 @@ def test_killed_worker_is_retried_and_every_video_is_stored_once_bit_for_bit(ray
 
     monkeypatch.setattr(FeatureStoreWriter, "write", counting_write)
     store = tmp_path / "store"
-    report = extract_videos_ray(root / "videos", store, DyingNetworks(files, {once: str(marker), always: None}),
+    report = extract_videos_ray(root / "videos", store, DyingNetworks(files, {once: str(marker), always: None, raises: "raise"}),
                                 narrations_path=narrations, verb_miner=WordMiner(), progress=False, max_retries=1)
 
     assert marker.exists()  # a worker really died on `once`, and its retry stored it
-    stored = [v for v in ids if v != always]
+    stored = [v for v in ids if v not in (always, raises)]
     assert sorted(writes) == sorted(stored)  # each video written exactly once, by the driver
     assert sorted(p.name for p in (store / "videos").iterdir()) == [f"{v}.safetensors" for v in stored]  # no temporaries
     ours, theirs = records(store), records(ref_store)
@@ -162,13 +166,15 @@ def test_killed_worker_is_retried_and_every_video_is_stored_once_bit_for_bit(ray
     died = [f for f in report.failed if f["video_id"] == always]
     assert len(died) == 1 and died[0]["stage"] == "extract" and died[0]["error"].startswith("WorkerCrashedError")
     assert "after 1 retries" in died[0]["error"] and "\n" not in died[0]["error"]
-    assert [f for f in failures(store) if f["video_id"] != always] == failures(ref_store)
+    raised = [f for f in report.failed if f["video_id"] == raises]
+    assert [f["error"] for f in raised] == ["MemoryError: planted: cannot allocate"]  # not retried: Ray's own rule
+    assert [f for f in failures(store) if f["video_id"] not in (always, raises)] == failures(ref_store)
     assert report.narration_problems == ref_report.narration_problems
 
     # a rerun skips what is stored and extracts the video whose worker died (now it does not)
     report = extract_videos_ray(root / "videos", store, files, narrations_path=narrations, verb_miner=WordMiner(),
                                 progress=False)
-    assert report.written == [always] and sorted(report.skipped) == sorted(stored)
+    assert report.written == sorted([always, raises]) and sorted(report.skipped) == sorted(stored)
     assert records(store) == records(ref_store) and failures(store) == failures(ref_store)
 
 

@@ -155,6 +155,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else ""
 
 
+def _ray_error(exc: BaseException, max_retries: int) -> str:
+    """One line for a task Ray could not complete: the task's own exception (not retried: an error
+    the per-video catch does not cover, e.g. MemoryError), or the lost worker after its retries."""
+    cause = getattr(exc, "cause", None)  # RayTaskError: the exception raised inside the task
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {_first_line(cause)}"
+    return f"{type(exc).__name__}: {_first_line(exc)} (after {max_retries} retries)"
+
+
 def extract_videos_ray(
     videos_dir: str | os.PathLike,
     store_root: str | os.PathLike,
@@ -257,7 +266,7 @@ def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_
             on_video(task.video_id, status)
 
     def all_problems() -> list[dict]:
-        """The problems of the plan, then the tasks', in the single-process path's order."""
+        """The tasks' narration problems in the single-process path's order (after the plan's)."""
         return [p for t in tasks if t.kind == "extract" for p in problems.get(t.video_id, [])]
 
     try:
@@ -269,8 +278,8 @@ def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_
             try:
                 result: TaskResult = ray.get(ref)
             except ray.exceptions.RayError as exc:  # the worker died max_retries + 1 times, or Ray failed the task
-                error = f"{type(exc).__name__}: {_first_line(exc)} (after {max_retries} retries)"
-                done_with(task, "failed", {"video_id": task.video_id, "file": task.path, "stage": stage, "error": error})
+                done_with(task, "failed", {"video_id": task.video_id, "file": task.path, "stage": stage,
+                                                "error": _ray_error(exc, max_retries)})
                 submit()
                 continue
             problems[task.video_id] = result.problems
