@@ -57,7 +57,7 @@ def test_pack_writes_every_record_unchanged_in_tar_shards(corpus):
     assert names == [f"{v}.safetensors" for v in store.video_ids()[5:10]]
     for position, video_id in enumerate(store.video_ids()):
         data, _ = index.read_bytes(position)
-        assert data == store.path_for(video_id).read_bytes()
+        assert bytes(data) == store.path_for(video_id).read_bytes()
     with pytest.raises(ShardError, match="already a shard folder"):
         pack_store(store, corpus / "shards", SHARD_SIZE)
 
@@ -150,17 +150,24 @@ def test_a_corrupt_or_truncated_shard_is_named_in_one_line(corpus, tmp_path):
     at = int(index.table["member_offset"][11]) + int(index.table["member_size"][11]) - 3  # inside video 11's features
     data[at] ^= 0xFF
     shard.write_bytes(bytes(data))
+    assert ShardIndex(bad)[index.ids[11]] is not None  # unverified: sizes and headers are fine
     with pytest.raises(ShardError) as err:
-        ShardIndex(bad)[index.ids[11]]
+        ShardIndex(bad, verify=True)[index.ids[11]]
     message = str(err.value)
     assert "\n" not in message and str(shard) in message and "CRC-32" in message
+    header = bytearray(data)
+    header[int(index.table["member_offset"][11]) - 512] ^= 0x01  # the member's tar header (its name)
+    shard.write_bytes(bytes(header))
+    with pytest.raises(ShardError, match=r"shard-000002\.tar:random00011\.safetensors: corrupt shard \(tar header"):
+        ShardIndex(bad)[index.ids[11]]
     shard.write_bytes(bytes(data[: len(data) // 2]))
     with pytest.raises(ShardError, match=r"shard-000002\.tar: shard is \d+ bytes, its index says"):
         ShardIndex(bad)[index.ids[11]]
     # through the command line, the flipped byte met mid-run: one line on stderr naming the shard
     shard.write_bytes(bytes(data))
     sets = ["data.random=false", f"data.shards={bad}", f"data.narrations={corpus / 'random' / 'narrations.json'}",
-            "train.progress=false", "train.max_steps=8", "data.shuffle_shards=false", "data.shuffle_buffer=0"]
+            "train.progress=false", "train.max_steps=8", "data.shuffle_shards=false", "data.shuffle_buffer=0",
+            "data.verify_shards=true"]
     done = subprocess.run([sys.executable, "-m", "actbert.cli", "pretrain", "--config", "tiny", "--out", str(tmp_path / "run"),
                            *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1

@@ -39,7 +39,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -137,9 +137,13 @@ def align_text_to_clips(clip_times: np.ndarray, narration: Narration) -> list[li
     """
     centres = (narration.start + narration.end) / 2.0
     order = np.argsort(narration.start, kind="stable")
+    ordered = centres[order]
+    clip_times = np.asarray(clip_times, np.float64).reshape(-1, 2)
+    # [C, S]: segment (in start order) centred inside the clip; one comparison for all pairs
+    within = (clip_times[:, :1] <= ordered[None, :]) & (ordered[None, :] < clip_times[:, 1:])
     out: list[list[int]] = []
-    for c_start, c_end in clip_times:
-        inside = [int(i) for i in order if c_start <= centres[i] < c_end]
+    for (c_start, c_end), row in zip(clip_times, within):
+        inside = order[row].tolist()
         if not inside and len(centres):
             # no segment centred in the clip: take the nearest one if it overlaps the clip at all
             nearest = int(np.argmin(np.abs(centres - (c_start + c_end) / 2.0)))
@@ -300,6 +304,9 @@ class Corpus:
                 clips = self[video_id]
                 if clips.num_clips == 0:
                     raise CorpusError(f"{self.store_name}: video {video_id!r} has no clips")
+                regions = getattr(clips.region_features, "regions", None)
+                if regions is not None:  # regions are built per clip when used: check every frame now
+                    regions.verify()
             except (ValueError, KeyError, OSError) as exc:
                 failures.append({"video_id": video_id, "error": str(exc)})
             else:
@@ -341,16 +348,16 @@ class Corpus:
             if not inside.all():
                 clip_times, action_features, action_targets = clip_times[inside], action_features[inside], action_targets[inside]
                 num_clips = clip_times.shape[0]
-        region_features = _finite(feats.region_features, where, "region_features", (len(frame_times), None, None))
-        region_locations = _finite(feats.region_locations, where, "region_locations", (len(frame_times), None, 5))
-        region_probs = _finite(feats.region_class_probs, where, "region_class_probs", (len(frame_times), None, None))
+        region_features = _shaped(feats.region_features, where, "region_features", (len(frame_times), None, None))
+        region_locations = _shaped(feats.region_locations, where, "region_locations", (len(frame_times), None, 5))
+        region_probs = _shaped(feats.region_class_probs, where, "region_class_probs", (len(frame_times), None, None))
         region_counts = np.asarray(feats.region_counts, dtype=np.int64)
         if region_counts.shape != (len(frame_times),):
             raise CorpusError(f"{where}: field 'region_counts' has shape {region_counts.shape}, expected [{len(frame_times)}]")
         if num_clips and len(frame_times) == 0:
             raise CorpusError(f"{where}: field 'frame_times' is empty, so clips have no regions")
 
-        tokens = clip_token_ids(clip_times, self.narrations[video_id], self.tokenizer)
+        tokens = _ClipTokens(clip_times, self.narrations[video_id], self.tokenizer)
 
         nearest, cap = self.region_frames == "nearest", self.max_regions_per_clip
         rpf = min(self.max_regions_per_frame, region_features.shape[1])
@@ -360,41 +367,149 @@ class Corpus:
             P = self.regions_per_clip
         else:  # every frame, no cap: as wide as this video's longest clip
             P = max([len(f) * self.max_regions_per_frame for f in frames_of], default=self.max_regions_per_frame)
-        dr, k = region_features.shape[2], region_probs.shape[2]
-        r_feat = np.zeros((num_clips, P, dr), np.float32)
-        r_loc = np.zeros((num_clips, P, 5), np.float32)
-        r_prob = np.zeros((num_clips, P, k), np.float32)
-        r_valid = np.zeros((num_clips, P), bool)
-        r_frame = np.zeros((num_clips, P), np.int64)
-        slots = np.zeros(num_clips, np.int64)
-        for c, frames in enumerate(frames_of):
-            slot = 0
-            for j, f in enumerate(frames):
-                n = int(min(region_counts[f], rpf, P - slot))
-                r_feat[c, slot : slot + n] = region_features[f, :n]
-                r_loc[c, slot : slot + n] = region_locations[f, :n]
-                r_prob[c, slot : slot + n] = region_probs[f, :n]
-                r_valid[c, slot : slot + n] = True
-                r_frame[c, slot : slot + n] = j
-                slot += n
-            slots[c] = len(frames)
+        regions = _ClipRegions(where, frames_of, region_counts, region_features, region_locations, region_probs, rpf, P)
         return VideoClips(
             video_id=video_id,
             clip_times=clip_times,
             tokens=tokens,
             action_features=action_features,
             action_targets=action_targets,
-            region_features=r_feat,
-            region_locations=r_loc,
-            region_class_probs=r_prob,
-            region_valid=r_valid,
-            region_frame=r_frame,
-            frame_slots=None if nearest else slots,
+            region_features=_PerClip(regions, 0),
+            region_locations=_PerClip(regions, 1),
+            region_class_probs=_PerClip(regions, 2),
+            region_valid=_PerClip(regions, 3),
+            region_frame=_PerClip(regions, 4),
+            frame_slots=None if nearest else np.asarray([len(f) for f in frames_of], np.int64),
         )
+
+
+class _ClipTokens(Sequence):
+    """A video's per-clip word pieces, tokenised when a clip is first asked for (a sample uses ~10 of ~100).
+
+    Behaves as the list of C lists it stands for (indexing, slicing, ``len``, ``==`` with a list).
+    """
+
+    def __init__(self, clip_times: np.ndarray, narration: Narration, tokenizer: TextEncoder):
+        self._segments = align_text_to_clips(clip_times, narration)
+        self._narration, self._tokenizer = narration, tokenizer
+        self._done: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._segments)
+
+    def _clip(self, c: int) -> list[int]:
+        ids = self._done.get(c)
+        if ids is None:
+            ids = []
+            for i in self._segments[c]:
+                ids.extend(self._tokenizer.encode(self._narration.text[i]))
+            self._done[c] = ids
+        return ids
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [self._clip(c) for c in range(len(self))[key]]
+        return self._clip(range(len(self))[key])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+class _ClipRegions:
+    """Each clip's padded region arrays ``[P, ...]``, built from the record's (memory-mapped) frames when the
+    clip is asked for, and checked for NaN/inf then; only the last clip's are kept.
+
+    Building every clip of a video up front cost a HowTo100M-length video (111 clips, ~450 frames) about
+    40 MB of copies per sample drawn from it, for the 10 clips a sample uses (benchmarks/loader.py).
+    """
+
+    def __init__(self, where: str, frames_of: list[np.ndarray], counts: np.ndarray, features: np.ndarray,
+                 locations: np.ndarray, probs: np.ndarray, rpf: int, slots: int):
+        self.where, self.frames_of, self.counts = where, frames_of, counts
+        self.sources = (features, locations, probs)
+        self.rpf, self.slots = rpf, slots
+        self.shapes = ((slots, features.shape[2]), (slots, 5), (slots, probs.shape[2]), (slots,), (slots,))
+        self.dtypes = (np.float32, np.float32, np.float32, bool, np.int64)
+        self._last: tuple[int, tuple[np.ndarray, ...]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames_of)
+
+    def clip(self, c: int) -> tuple[np.ndarray, ...]:
+        if self._last is not None and self._last[0] == c:
+            return self._last[1]
+        out = tuple(np.zeros(shape, dtype) for shape, dtype in zip(self.shapes, self.dtypes))
+        feat, loc, prob, valid, frame = out
+        slot = 0
+        for j, f in enumerate(self.frames_of[c]):
+            n = int(min(self.counts[f], self.rpf, self.slots - slot))
+            feat[slot : slot + n] = self.sources[0][f, :n]
+            loc[slot : slot + n] = self.sources[1][f, :n]
+            prob[slot : slot + n] = self.sources[2][f, :n]
+            valid[slot : slot + n] = True
+            frame[slot : slot + n] = j
+            slot += n
+        for name, array in zip(("region_features", "region_locations", "region_class_probs"), (feat, loc, prob)):
+            if not np.isfinite(array).all():
+                raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
+        self._last = (c, out)
+        return out
+
+    def verify(self) -> None:
+        """Check every frame's arrays for NaN/inf (what :meth:`Corpus.check` does before training)."""
+        for name, array in zip(("region_features", "region_locations", "region_class_probs"), self.sources):
+            if not np.isfinite(array).all():
+                raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
+
+
+class _PerClip:
+    """One of :class:`_ClipRegions`' arrays as a ``[C, P, ...]`` array: ``x[c]`` builds clip ``c`` only;
+    slices and ``np.asarray`` stack the clips asked for."""
+
+    def __init__(self, regions: _ClipRegions, part: int):
+        self.regions, self.part = regions, part
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.regions), *self.regions.shapes[self.part])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.regions.dtypes[self.part])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.regions.clip(range(len(self.regions))[key])[self.part]
+        if isinstance(key, tuple):
+            return np.asarray(self)[key]
+        picked = np.arange(len(self.regions))[key]
+        if not picked.size:
+            return np.zeros((0, *self.regions.shapes[self.part]), self.dtype)
+        return np.stack([self.regions.clip(int(c))[self.part] for c in picked])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
 
 
 def _schema_get(schema: Any, key: str) -> Any:
     return schema[key] if isinstance(schema, Mapping) else getattr(schema, key)
+
+
+def _shaped(array: Any, where: str, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``array`` as it is (a memory map stays one), checked for the expected rank/leading sizes only."""
+    out = np.asarray(array)
+    if out.ndim != len(shape) or any(s is not None and s != o for s, o in zip(shape, out.shape)):
+        want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
+        raise CorpusError(f"{where}: field {name!r} has shape {list(out.shape)}, expected {want}")
+    return out
 
 
 def _finite(array: Any, where: str, name: str, shape: tuple[int | None, ...]) -> np.ndarray:

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from actbert.data.corpus import Corpus, CorpusError, Narration, clip_token_ids, video_end_time
-from actbert.data.store import FeatureStore, StoreSchema, decode_record
+from actbert.data.store import FeatureStore, StoreSchema, _read_safetensors_header, decode_record
 from actbert.errors import ActBertError
 from actbert.utils.io import _atomic_write, atomic_write_bytes, atomic_write_json, read_json
 
@@ -154,11 +154,12 @@ class ShardIndex:
     """A shard folder's index, and random access to its records by video id (a seek into a tar).
 
     Has the store's ``schema``, ``root``, ``video_ids()`` and ``in``, so a :class:`Corpus` takes it
-    where it takes a store. ``verify`` checks each member's CRC-32 on read (a flipped bit in a
-    feature is otherwise invisible).
+    where it takes a store. Sizes and tar headers are always checked; ``verify`` also checks each
+    member's CRC-32 on read (a flipped bit in a feature is otherwise invisible, but the check reads the
+    whole record where a sample touches only its window's pages: ``data.verify_shards``).
     """
 
-    def __init__(self, root: str | os.PathLike, verify: bool = True):
+    def __init__(self, root: str | os.PathLike, verify: bool = False):
         self.root = Path(root)
         path = self.root / "index.json"
         if not path.exists():
@@ -174,11 +175,9 @@ class ShardIndex:
         self.position = {v: i for i, v in enumerate(self.ids)}
         # what identifies these shards in a checkpoint: a resumed stream must read the same plan
         self.digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-        from safetensors.numpy import load_file
-
         table_path = self.root / "index.safetensors"
         try:
-            table = load_file(str(table_path))
+            table = _map_table(table_path)
         except Exception as exc:  # noqa: BLE001 - any failure: the table is unusable
             raise ShardError(f"{table_path}: not a readable shard table ({type(exc).__name__}: {exc})") from exc
         for name in ("member_offset", "member_size", "member_crc32", "shard", "clip_range", "clip_times"):
@@ -223,32 +222,32 @@ class ShardIndex:
         a, b = self.table["clip_range"][position : position + 2]
         return self.table["clip_times"][a:b]
 
-    def _handle(self, s: int):
-        if os.getpid() != self._pid:  # a DataLoader worker: file handles are not shared across a fork
+    def _map(self, s: int) -> np.ndarray:
+        if os.getpid() != self._pid:  # a DataLoader worker: map the files again rather than share a parent's map
             self._handles, self._pid = {}, os.getpid()
-        handle = self._handles.get(s)
-        if handle is None:
+        mapped = self._handles.get(s)
+        if mapped is None:
             self._check_size(s)
-            handle = self._handles[s] = open(self.shard_path(s), "rb")
-        return handle
+            mapped = self._handles[s] = np.memmap(self.shard_path(s), dtype=np.uint8, mode="r")
+        return mapped
 
-    def read_bytes(self, position: int) -> tuple[bytes, str]:
-        """The record bytes of video ``position`` and the name of its member (``shard.tar:member``)."""
+    def read_bytes(self, position: int) -> tuple[np.ndarray, str]:
+        """Video ``position``'s record (a read-only view of the memory-mapped shard) and its member's name
+        (``shard.tar:member``). Pages are read when touched: a sample's window reads about its share."""
         s = int(self.table["shard"][position])
         offset, size = int(self.table["member_offset"][position]), int(self.table["member_size"][position])
         video_id = self.ids[position]
         where = f"{self.shard_path(s)}:{video_id}{_MEMBER_SUFFIX}"
-        handle = self._handle(s)
+        mapped = self._map(s)
         # the member's tar header sits in the block before its data: its name must be this video's
-        handle.seek(offset - tarfile.BLOCKSIZE)
-        block = handle.read(tarfile.BLOCKSIZE + size)
         try:
-            info = tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], tarfile.ENCODING, "surrogateescape")
+            info = tarfile.TarInfo.frombuf(bytes(mapped[offset - tarfile.BLOCKSIZE : offset]), tarfile.ENCODING,
+                                           "surrogateescape")
         except tarfile.TarError as exc:
             raise ShardError(f"{where}: corrupt shard (tar header: {exc})") from exc
         if info.name != f"{video_id}{_MEMBER_SUFFIX}" or info.size != size:
             raise ShardError(f"{where}: corrupt shard (the tar member here is {info.name!r} of {info.size} bytes)")
-        data = block[tarfile.BLOCKSIZE :]
+        data = mapped[offset : offset + size]
         if self.verify and zlib.crc32(data) != int(self.table["member_crc32"][position]):
             raise ShardError(f"{where}: corrupt shard (CRC-32 of the member differs from the index's)")
         return data, where
@@ -267,6 +266,22 @@ class ShardIndex:
         state = dict(self.__dict__)
         state["_handles"] = {}
         return state
+
+
+def _map_table(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``index.safetensors``, memory-mapped: HowTo100M's clip times are 2 GB, which the
+    processes of a node then share through the page cache instead of each holding a copy."""
+    data_offset, header = _read_safetensors_header(path)
+    header.pop("__metadata__", None)
+    whole = np.memmap(path, dtype=np.uint8, mode="r")
+    dtypes = {"I64": np.int64, "F64": np.float64}
+    out = {}
+    for name, entry in header.items():
+        begin, end = (int(o) for o in entry["data_offsets"])
+        shape = tuple(int(x) for x in entry["shape"])
+        out[name] = (whole[data_offset + begin : data_offset + end].view(dtypes[entry["dtype"]]).reshape(shape)
+                     if end > begin else np.zeros(shape, dtypes[entry["dtype"]]))
+    return out
 
 
 @dataclass

@@ -531,12 +531,12 @@ class FeatureStore:
         return _record_from_header(self.schema, video_id, str(path), header, data_offset, whole, file_size)
 
 
-def decode_record(schema: StoreSchema, video_id: str, data: bytes, source: str) -> VideoFeatures:
-    """A record from its safetensors bytes (e.g. a member of a packed shard), checked as the store checks
-    a file; the arrays are read-only views of ``data``. ``source`` names the bytes in errors."""
+def decode_record(schema: StoreSchema, video_id: str, data: bytes | np.ndarray, source: str) -> VideoFeatures:
+    """A record from its safetensors bytes (bytes or a uint8 array, e.g. a slice of a memory-mapped shard),
+    checked as the store checks a file; the arrays are views of ``data``. ``source`` names it in errors."""
     if len(data) < 8:
         raise FeatureValidationError(f"{source}: not a safetensors record (shorter than 8 bytes)")
-    (length,) = struct.unpack("<Q", data[:8])
+    (length,) = struct.unpack("<Q", bytes(data[:8]))
     if length > len(data) - 8:
         raise FeatureValidationError(f"{source}: not a safetensors record (header length {length} exceeds its {len(data)} bytes)")
     try:

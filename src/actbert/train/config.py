@@ -68,10 +68,12 @@ class DataConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     # packed shards (`actbert pack`) streamed in place of data.store (data/shards.py, docs/scale.md);
     # data.narrations is still read. With shards: the shuffle buffer's size in samples (0 or 1 = off)
-    # and whether the shard order changes every epoch
+    # and whether the shard order changes every epoch; verify_shards: check each record's CRC-32 when read
+    # (reads every page of every record, where a sample's window touches about a tenth of a long video)
     shards: str | None = None
     shuffle_buffer: int = 1000
     shuffle_shards: bool = True
+    verify_shards: bool = False
 
 
 @dataclass

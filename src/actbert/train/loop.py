@@ -93,7 +93,7 @@ def build_pretrain_data(cfg: PretrainConfig, run_dir: Path, info: distributed.Di
         store_path, narrations_path = Path(d.shards), Path(d.narrations)
     else:
         store_path, narrations_path = Path(d.store), Path(d.narrations)
-    store = ShardIndex(store_path) if d.shards else FeatureStore(store_path)
+    store = ShardIndex(store_path, verify=d.verify_shards) if d.shards else FeatureStore(store_path)
     video_ids = None
     if d.splits:
         splits = read_json(d.splits, "splits file")
@@ -152,7 +152,7 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
 # what a run folder holds once a run has started (random_data/ is a cache any run may reuse)
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.png", "model", "config.yaml", "data_failures.json")
 # keys a resume may change without touching the numbers (paths may move; workers do not change samples)
-RESUME_FREE = {"data.num_workers", "data.store", "data.shards", "data.narrations", "data.random_dir", "train.progress",
+RESUME_FREE = {"data.num_workers", "data.store", "data.shards", "data.verify_shards", "data.narrations", "data.random_dir", "train.progress",
                "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "train.plot_every_checkpoint",
                "train.stop_after", "train.num_threads", "train.device"}
 # keys that decide which samples come in which order: a resume with others is refused
