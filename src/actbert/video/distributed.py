@@ -22,7 +22,9 @@ retried after its worker died still yields one result, so every video is stored 
 Workers need to read the videos and network files, not to write the store (no shared-filesystem
 rename semantics for workers to rely on); the store's failures report is merged by the driver
 under the same lock. The cost is the feature bytes travelling to the driver through Ray's object
-store (a record is a few MB for a long video; the driver writes far faster than a worker extracts).
+store: about 15 MB for a 10-minute video with the detector's 1024-d regions, 91 classes and 512-d
+per-second features in float32 (half in float16); 32 GPU workers finishing a video every 30 s each
+send the driver some 16 MB/s to write.
 
 Load balancing. Tasks are submitted largest video file first (a longest-first order shortens the
 tail of the run) and at most ``2 x slots`` are in flight, so a free worker always has a next video
@@ -32,7 +34,9 @@ Failures. A bad input (undecodable file, bad boxes, NaN features, ...) is caught
 and comes back as that video's failure: skipped and reported like the single-process path, never
 retried (it would fail again). A worker process that dies (killed, out of memory, a segfault in a
 decoder) is retried by Ray up to ``max_retries`` times; a video that still has no result is
-reported with the Ray error (stage "extract" or "second_features") and the run goes on.
+reported with the Ray error (stage "extract" or "second_features") and the run goes on. Any other
+exception raised in a task (one the per-video catch does not cover, e.g. MemoryError) is not
+retried (``retry_exceptions=False``: it would most likely recur) and is reported as itself.
 
 Bit for bit. A task runs ``compute_video`` / ``per_second_features``, the functions the
 single-process path runs, on the same inputs; torch in a worker uses ``cpus_per_task`` threads,
