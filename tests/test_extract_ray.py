@@ -225,6 +225,19 @@ def test_engine_ray_without_ray_names_the_extra(inputs, tmp_path, monkeypatch):
     assert not (tmp_path / "store").exists()  # refused before anything is written
 
 
+@pytest.mark.parametrize("resources, asked, expected", [
+    ({"CPU": 16.0}, (None, 1, None), (16, 0.0)),  # CPUs only: one task per CPU, no GPU asked
+    ({"CPU": 16.0}, (None, 4, None), (4, 0.0)),
+    ({"CPU": 64.0, "GPU": 8.0}, (None, 1, None), (8, 1.0)),  # GPUs seen: one per task, a task per GPU
+    ({"CPU": 64.0, "GPU": 8.0}, (None, 1, 0.5), (16, 0.5)),  # two tasks share a GPU
+    ({"CPU": 64.0, "GPU": 8.0}, (3, 1, 0), (3, 0.0)),  # asked for: kept
+])
+def test_task_slots(resources, asked, expected):
+    from actbert.video.distributed import task_slots
+
+    assert task_slots(resources, *asked) == expected
+
+
 def test_ray_options_need_the_ray_engine(tmp_path):
     from actbert.errors import ActBertError
     from actbert.video.extract import extract_features

@@ -69,7 +69,8 @@ from actbert.video.extract import (
     plan_extraction,
 )
 
-__all__ = ["RayNotInstalledError", "VideoTask", "TaskResult", "run_task", "extract_videos_ray", "IN_FLIGHT_PER_SLOT"]
+__all__ = ["RayNotInstalledError", "VideoTask", "TaskResult", "run_task", "task_slots", "extract_videos_ray",
+           "IN_FLIGHT_PER_SLOT"]
 
 IN_FLIGHT_PER_SLOT = 2  # tasks submitted per worker slot: one running, one queued (module docstring)
 DEFAULT_MAX_RETRIES = 3  # Ray's own default for tasks, stated so the report can name it
@@ -235,13 +236,27 @@ def extract_videos_ray(
             ray.shutdown()
 
 
-def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_retries, progress, on_video, tqdm):
-    resources = ray.cluster_resources()
+def task_slots(resources: Mapping[str, float], workers: int | None, cpus_per_task: int,
+               gpus_per_task: float | None) -> tuple[int, float]:
+    """(tasks at once, GPUs per task) on a cluster with ``resources`` (``ray.cluster_resources()``).
+
+    GPUs per task: as given, else 1 when the cluster advertises GPUs and 0 otherwise (a task asking
+    for a GPU the cluster lacks would never be scheduled). Tasks at once: as given, else what the
+    GPUs (GPU tasks) or the CPUs hold.
+    """
     if gpus_per_task is None:
         gpus_per_task = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+    if gpus_per_task < 0 or cpus_per_task < 1:
+        raise ActBertError(f"extract: fields 'gpus_per_task' / 'cpus_per_task' are {gpus_per_task} / {cpus_per_task}; "
+                           "need >= 0 / >= 1")
     if workers is None:
         slots = resources.get("GPU", 0) / gpus_per_task if gpus_per_task > 0 else resources.get("CPU", 1) / cpus_per_task
         workers = max(1, int(slots))
+    return workers, float(gpus_per_task)
+
+
+def _run(ray, plan, tasks, networks, workers, cpus_per_task, gpus_per_task, max_retries, progress, on_video, tqdm):
+    workers, gpus_per_task = task_slots(ray.cluster_resources(), workers, cpus_per_task, gpus_per_task)
     remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_calls=0, max_retries=max_retries,
                         retry_exceptions=False)(_remote_task)
     run_id = uuid.uuid4().hex
