@@ -38,6 +38,7 @@ from actbert.models.actbert import random_batch
 from actbert.models.registry import create_model
 from actbert.train.config import PretrainConfig, load_pretrain_config
 from actbert.train.loop import build_optimizer
+from actbert.utils.precision import MasterWeights
 
 
 def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> tuple[float, float]:
@@ -64,9 +65,13 @@ def load_preset(preset: str, overrides: list[str] = ()) -> PretrainConfig:
 
 
 def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, warmup: int, overrides: list[str] = (),
-                 profile: int = 0) -> dict:
+                 profile: int = 0, compile: bool = False) -> dict:
     """Time ``steps`` training steps (after ``warmup``) and count the FLOPs of one; ``profile > 0``
-    also profiles one step and returns the top ``profile`` operators by self CPU time as a table."""
+    also profiles one step and returns the top ``profile`` operators by self CPU time as a table.
+
+    ``dtype``: ``fp32``, ``bf16`` (autocast over fp32 weights, as the loop with ``train.bf16``) or
+    ``bf16-weights`` (bf16 weights with fp32 master copies in the optimizer,
+    :class:`~actbert.utils.precision.MasterWeights`); ``compile``: the forward through ``torch.compile``."""
     cfg = load_preset(preset, overrides)
     config, d = cfg.model, cfg.data
     b = batch_size or cfg.train.batch_size
@@ -77,16 +82,25 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
                          words_per_clip=max(1, (d.max_text_len - 1) // d.clips_per_sample - 1),
                          regions_per_clip=d.max_regions_per_frame * d.frames_per_clip, seed=0)
     optimizer = build_optimizer(model, cfg)  # the training loop's AdamW (fused unless optim.fused=false)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    master = MasterWeights(model) if dtype == "bf16-weights" else None
+    if master is not None:
+        master.rebind(optimizer)
+    params = master.params if master is not None else list(model.parameters())
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype != "fp32" else nullcontext()
+    forward = torch.compile(model) if compile else model
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            out = model(batch)
+            out = forward(batch)
         out.loss.backward()
+        if master is not None:
+            master.grads_to_master()
         if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         optimizer.step()
+        if master is not None:
+            master.master_to_model()
 
     for _ in range(warmup):
         step()
@@ -119,7 +133,7 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
     tokens = int(batch.text_mask.sum() + batch.action_mask.sum() + batch.region_mask.sum())
     return {
         "preset": preset,
-        "dtype": dtype,
+        "dtype": dtype + ("+compile" if compile else ""),
         "batch": b,
         "overrides": list(overrides),
         "lengths": [int(batch.input_ids.shape[1]), int(batch.action_token_ids.shape[1]), int(batch.region_token_ids.shape[1])],
@@ -140,7 +154,10 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["tiny", "small", "base"])
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "bf16-weights"],
+                        help="bf16 = autocast over fp32 weights (the loop's train.bf16); bf16-weights = bf16 weights "
+                             "with fp32 master copies in the optimizer")
+    parser.add_argument("--compile", action="store_true", help="also time every dtype with the model under torch.compile")
     parser.add_argument("--batch-size", nargs="*", default=["base=8"], metavar="PRESET=B",
                         help="per-preset batch size (default: the preset's train.batch_size; base=8 to keep "
                              "`make bench` short on a CPU)")
@@ -169,16 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for preset in args.presets:
         for dtype in args.dtypes:
-            row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, args.overrides, args.profile)
-            rows.append(row)
-            print(f"  {preset:5s} {dtype}: {row['step_s']:.3f} s/step", file=sys.stderr)
+            for compiled in (False, True) if args.compile else (False,):
+                row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, args.overrides, args.profile,
+                                   compiled)
+                rows.append(row)
+                print(f"  {preset:5s} {row['dtype']}: {row['step_s']:.3f} s/step ({row['step_cpu_s']:.3f} CPU s)", file=sys.stderr)
     peaks["bf16"].append(measure_matmul_peak(torch.bfloat16, args.peak_size, 8))
     peaks["fp32"].append(measure_matmul_peak(torch.float32, args.peak_size, 3))
     peak = {k: (max(p[0] for p in v), max(p[1] for p in v)) for k, v in peaks.items()}
     for row in rows:
         row["mfu_bf16_peak"] = row["achieved_gflops"] * 1e9 / peak["bf16"][0]
         row["mfu_bf16_peak_cpu"] = row["achieved_gflops_cpu"] * 1e9 / peak["bf16"][1]
-        row["util_fp32_peak"] = row["achieved_gflops"] * 1e9 / peak["fp32"][0] if row["dtype"] == "fp32" else None
+        row["util_fp32_peak"] = row["achieved_gflops"] * 1e9 / peak["fp32"][0] if row["dtype"].startswith("fp32") else None
 
     def show(kind: str) -> str:
         runs = ", ".join(f"{p[0] / 1e9:.0f}" for p in peaks[kind])

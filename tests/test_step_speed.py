@@ -184,3 +184,54 @@ def test_bf16_weights_scores_stay_within_autocast_error_and_restore_fp32(scoring
     # the best clip of each text stays the best clip (no near-tie among the 8 in this gallery)
     best = lambda scores: scores.reshape(8, 4).argmax(axis=0)
     np.testing.assert_array_equal(best(weights), best(fp32))
+
+
+# ---- MasterWeights: bf16 weights for the training step, fp32 master copies in the optimiser
+
+
+def test_master_weights_step_is_adamw_on_fp32_masters_with_the_bf16_gradients():
+    import copy
+
+    from actbert.models.actbert import random_batch
+    from actbert.models.registry import create_model
+    from actbert.train.config import load_pretrain_config
+    from actbert.train.loop import build_optimizer
+    from actbert.utils.precision import MasterWeights
+
+    cfg = load_pretrain_config("tiny", ["data.random=true", "model.text_init=null", "model.hidden_dropout=0",
+                                        "model.attention_dropout=0", "optim.lr=1e-2"])
+    torch.manual_seed(0)
+    model = create_model(cfg.model, heads=True, verbose=False).train()
+    reference = copy.deepcopy(model)  # fp32, for the hand-made update below
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = build_optimizer(model, cfg)
+    master = MasterWeights(model)
+    master.rebind(optimizer)
+    # the model now holds bf16 weights (ties kept), the masters the exact fp32 originals
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(torch.equal(m, original[n]) and m.dtype == torch.float32 for n, m in master.named_parameters())
+    assert len(master.params) == len(list(reference.parameters()))
+    batch = random_batch(cfg.model, batch_size=2, seed=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(batch).loss.backward()
+    grads = {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+    master.grads_to_master()
+    assert all(p.grad is None for p in model.parameters())  # moved, not kept twice
+    torch.nn.utils.clip_grad_norm_(master.params, cfg.optim.grad_clip)
+    optimizer.step()
+    master.master_to_model()
+    # by hand: the loop's AdamW (same groups: weight decay, lr) on fp32 copies with the same gradients
+    ref_opt = build_optimizer(reference, cfg)
+    for n, p in reference.named_parameters():
+        p.grad = grads.get(n)
+    torch.nn.utils.clip_grad_norm_(list(reference.parameters()), cfg.optim.grad_clip)
+    ref_opt.step()
+    expected = dict(reference.named_parameters())
+    for n, m in master.named_parameters():
+        torch.testing.assert_close(m, expected[n].detach(), rtol=0, atol=1e-7)
+    moved = sum(int(not torch.equal(m, original[n])) for n, m in master.named_parameters())
+    assert moved > 0.9 * len(master.params)  # the step changed (nearly) every tensor
+    # the bf16 weights follow the masters; the state dict is the fp32 one, under the model's names
+    assert all(torch.equal(p, m.to(torch.bfloat16)) for p, m in zip(model.parameters(), master.params))
+    state = master.state_dict()
+    assert set(state) == set(reference.state_dict()) and all(state[n].dtype == torch.float32 for n, _ in master.named_parameters())

@@ -98,4 +98,55 @@ def inference_precision(model: nn.Module, dtype: str | None, device_type: str = 
             yield model
 
 
-__all__ = ["BF16_WEIGHTS", "DTYPES", "autocast", "bf16_weights", "inference_precision"]
+class MasterWeights:
+    """Training with bf16 weights and fp32 master copies (the "bf16 optimizer" of Megatron / DeepSpeed).
+
+    The model's floating parameters become bf16 (the forward and backward run in bf16 end to end, no
+    per-step re-cast of fp32 weights by autocast); :attr:`params` are fp32 master copies -- build the
+    optimizer on them. Per step: forward/backward on the model, then :meth:`grads_to_master` (bf16
+    gradients -> fp32 ``master.grad``), clip and step the optimizer on the masters, then
+    :meth:`master_to_model` (masters -> bf16 weights). ``state_dict()`` is the fp32 one, with the
+    model's names (what a checkpoint should hold).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.names: list[str] = []
+        self.params: list[nn.Parameter] = []
+        self.low: list[nn.Parameter] = []
+        for name, param in model.named_parameters():  # each tied parameter once
+            self.names.append(name)
+            master = nn.Parameter(param.detach().float().clone(), requires_grad=param.requires_grad)
+            self.params.append(master)
+            if param.is_floating_point():
+                param.data = param.data.to(torch.bfloat16)
+            self.low.append(param)
+
+    def named_parameters(self):
+        return zip(self.names, self.params)
+
+    def rebind(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """Point an optimizer built on the model's parameters (its groups, learning rates and weight
+        decay as they are) at the fp32 masters instead; before its first step."""
+        index = {id(low): master for low, master in zip(self.low, self.params)}
+        for group in optimizer.param_groups:
+            group["params"] = [index[id(p)] for p in group["params"]]
+        return optimizer
+
+    def grads_to_master(self) -> None:
+        for master, low in zip(self.params, self.low):
+            master.grad = None if low.grad is None else low.grad.float()
+            low.grad = None
+
+    @torch.no_grad()
+    def master_to_model(self) -> None:
+        for master, low in zip(self.params, self.low):
+            low.copy_(master)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = dict(self.model.state_dict())
+        state.update({name: master.detach() for name, master in zip(self.names, self.params)})
+        return state
+
+
+__all__ = ["BF16_WEIGHTS", "DTYPES", "MasterWeights", "autocast", "bf16_weights", "inference_precision"]
