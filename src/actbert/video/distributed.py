@@ -43,7 +43,7 @@ single-process path runs, on the same inputs; torch in a worker uses ``cpus_per_
 so the features are the same bytes as a single process at that torch thread count (e.g.
 ``OMP_NUM_THREADS=1 actbert extract ...`` for the default of one). At other thread counts CPU
 kernels sum in another order: measured on the tiny benchmark, 2 threads against 1 differ by up to
-1.2e-7 in the action features.
+1.2e-7 in the action encoder's features.
 """
 
 from __future__ import annotations
