@@ -20,6 +20,7 @@ side reports its fastest step. One thread per side by default.
 
     python benchmarks/paddle_step.py --paddle-python /tmp/paddle-venv/bin/python --paddlevideo /tmp/PaddleVideo
     python benchmarks/paddle_step.py --variants fp32 fp32+labels bf16 bf16+labels --rounds 2
+    python benchmarks/paddle_step.py --variants fp32 --rounds 1 --eval upstream-fp32 fp32 bf16 bf16-weights
 
 Figures depend on the machine and on whatever else runs on it; quote ratios from one run.
 """
@@ -229,11 +230,52 @@ def build_ours(variant: str, kwargs: dict, seed: int):
     return step, losses
 
 
+def time_eval(dtypes: list[str], kwargs: dict, seed: int, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """Best (wall, CPU) seconds of scoring the batch's 8 pairs (``pair_scores``, eval mode, no grad) per
+    ``dtype`` of the pair scorer (``fp32``, ``bf16`` autocast, ``bf16-weights``), one model for all;
+    ``upstream-fp32`` = the same score read off the whole upstream forward (all heads computed)."""
+    import torch
+
+    from actbert.models.paddlevideo import PaddleVideoActBert, PaddleVideoActBertConfig
+    from actbert.models.paddlevideo.processing import PaddleVideoBatch, matched_probability
+    from actbert.utils.precision import inference_precision
+
+    torch.manual_seed(seed)
+    model = PaddleVideoActBert(PaddleVideoActBertConfig(**kwargs)).eval()
+    data = make_inputs(kwargs["vocab_size"], kwargs["v_feature_size"], kwargs["a_feature_size"], kwargs["v_target_size"], seed)
+    batch = PaddleVideoBatch(**{k: torch.from_numpy(v) for k, v in data.items()})
+    out = {}
+    with torch.no_grad():
+        for dtype in dtypes:
+            if dtype == "upstream-fp32":
+                wall, cpu = time_steps(lambda: matched_probability(model(*batch.inputs()).seq_relationship_score), steps, warmup)
+            else:
+                start = time.perf_counter()
+                with inference_precision(model, dtype, "cpu"):  # as tasks.scoring.score_items: the cast once per call
+                    entered = time.perf_counter() - start
+                    wall, cpu = time_steps(lambda: model.pair_scores(batch), steps, warmup)
+                if dtype == "bf16-weights":
+                    print(f"  eval bf16-weights: casting the model took {entered:.3f} s (once per scoring call)", file=sys.stderr)
+                    out["bf16-weights cast (once)"] = (entered, entered)
+            out[dtype] = (min(wall), min(cpu))
+            print(f"  eval {dtype:14s} {min(wall):.3f} s ({min(cpu):.3f} CPU s) per batch of {BATCH} pairs", file=sys.stderr)
+    return out
+
+
+def print_steps(best: dict, best_cpu: dict, first_loss: dict, reference: str, runs: str) -> None:
+    print(f"\n| step | s/step ({runs}) | x {reference} | CPU s/step (best) | x {reference} | first loss |")
+    print("|---|---|---|---|---|---|")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.3f} | {seconds / best[reference]:.2f} | {best_cpu[name]:.3f} | "
+              f"{best_cpu[name] / best_cpu[reference]:.2f} | {first_loss[name]:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--paddle-python", default=None, help="a Python where `import paddle` works (runs Paddle's side)")
     parser.add_argument("--paddlevideo", default=None, help="a PaddleVideo checkout (its paddlevideo/modeling/ files are read)")
-    parser.add_argument("--variants", nargs="+", default=["fp32", "fp32+labels", "bf16", "bf16+labels"])
+    parser.add_argument("--variants", nargs="*", default=["fp32", "fp32+labels", "bf16", "bf16+labels"],
+                        help="ours: fp32|bf16|bf16-weights, each with optional +labels / +compile (none: only --eval)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every variant and Paddle")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round (the fastest is reported)")
     parser.add_argument("--warmup", type=int, default=1)
@@ -241,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="model overrides on both sides, e.g. num_hidden_layers=4 (a quick look)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval", nargs="*", default=[], metavar="DTYPE",
+                        help="also time scoring (pair_scores): any of upstream-fp32 fp32 bf16 bf16-weights")
     parser.add_argument("--json", default=None)
     parser.add_argument("--worker", choices=["paddle"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default=None, help=argparse.SUPPRESS)
@@ -295,14 +339,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"({min(result['cpu_s_all']):.3f} CPU s)", file=sys.stderr)
     best = {k: min(v) for k, v in rows.items()}
     best_cpu = {k: min(v) for k, v in cpu_rows.items()}
-    reference = "paddle" if "paddle" in best else args.variants[0]
-    print(f"\n| step | s/step (best of {args.rounds} x {args.steps}) | x {reference} | CPU s/step (best) | x {reference} | first loss |")
-    print("|---|---|---|---|---|---|")
-    for name, seconds in best.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / best[reference]:.2f} | {best_cpu[name]:.3f} | "
-              f"{best_cpu[name] / best_cpu[reference]:.2f} | {first_loss[name]:.3f} |")
+    reference = "paddle" if "paddle" in best else (args.variants[0] if args.variants else None)
+    if reference is not None:
+        print_steps(best, best_cpu, first_loss, reference, f"best of {args.rounds} x {args.steps}")
+    evals = time_eval(args.eval, kwargs, args.seed, 2 * args.steps, args.warmup) if args.eval else {}
+    if evals:
+        first = next(iter(evals))
+        print(f"\n| scoring {BATCH} pairs | s (best) | x {first} | CPU s (best) | x {first} |")
+        print("|---|---|---|---|---|")
+        for name, (wall, cpu) in evals.items():
+            print(f"| {name} | {wall:.3f} | {wall / evals[first][0]:.2f} | {cpu:.3f} | {cpu / evals[first][1]:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"best_s": best, "best_cpu_s": best_cpu, "all_s": rows, "all_cpu_s": cpu_rows,
+        Path(args.json).write_text(json.dumps({"eval_s": evals, "best_s": best, "best_cpu_s": best_cpu, "all_s": rows, "all_cpu_s": cpu_rows,
                                                "first_loss": first_loss, "kwargs": kwargs,
                                                "threads": args.threads, "torch": torch.__version__}, indent=1))
     return 0

@@ -235,3 +235,21 @@ def test_master_weights_step_is_adamw_on_fp32_masters_with_the_bf16_gradients():
     assert all(torch.equal(p, m.to(torch.bfloat16)) for p, m in zip(model.parameters(), master.params))
     state = master.state_dict()
     assert set(state) == set(reference.state_dict()) and all(state[n].dtype == torch.float32 for n, _ in master.named_parameters())
+
+
+def test_paddle_pair_scores_skip_the_prediction_heads_but_score_the_same(paddle_model):
+    batch = _fixture_batch()
+    calls = []
+    hooks = [head.register_forward_hook(lambda *a: calls.append(1))
+             for head in (paddle_model.cls.predictions, paddle_model.cls.imagePredictions, paddle_model.cls.actionPredictions)]
+    try:
+        with torch.no_grad():
+            scores = paddle_model.pair_scores(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == []  # no vocab-wide text logits, no region / action logits for a score
+    with np.load(FIXTURE / "outputs.npz", allow_pickle=False) as archive:
+        reference = torch.from_numpy(archive["seq_relationship_score"])  # PaddleVideo's own forward
+    expected = torch.softmax(reference.double(), dim=-1)[:, 0].float()
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)

@@ -507,6 +507,21 @@ class PaddleVideoActBert(VideoTextModel):
     ) -> PaddleVideoOutput:
         """The upstream forward. ``text_positions [B, Lt]`` bool (not an upstream argument): compute the
         text logits only there, ``prediction_scores_t [N, vocab]`` in row-major order of the True entries."""
+        enc, fused = self._encode(text_ids, action_feat, image_feat, image_loc, token_type_ids, text_mask, image_mask,
+                                  action_mask, capture)
+        # the text head's vocab-wide matmul is the largest single one of a step: at the labelled
+        # positions only when asked (about 15% of the text positions carry a label in pretraining)
+        seq_t = enc.sequence_output_t if text_positions is None else enc.sequence_output_t[text_positions]
+        return PaddleVideoOutput(
+            prediction_scores_t=self.cls.predictions(seq_t, self.bert.embeddings.word_embeddings.weight),
+            prediction_scores_v=self.cls.imagePredictions(enc.sequence_output_v),
+            prediction_scores_a=self.cls.actionPredictions(enc.sequence_output_a),
+            seq_relationship_score=self.cls.seq_relationship(self.cls.dropout(fused)),
+        )
+
+    def _encode(self, text_ids, action_feat, image_feat, image_loc, token_type_ids=None, text_mask=None, image_mask=None,
+                action_mask=None, capture=None) -> tuple[PaddleVideoEncoderOutput, torch.Tensor]:
+        """Checked inputs (upstream defaults for the optional ones) -> encoder output and fused pooled ``[B, Db]``."""
         self._check_inputs(text_ids, action_feat, image_feat, image_loc)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(text_ids)
@@ -520,31 +535,29 @@ class PaddleVideoActBert(VideoTextModel):
         fused = self.cls.fuse(enc.pooled_output_t, enc.pooled_output_v, enc.pooled_output_a)
         if capture is not None:
             capture["pooled_fused"] = fused
-        # the text head's vocab-wide matmul is the largest single one of a step: at the labelled
-        # positions only when asked (about 15% of the text positions carry a label in pretraining)
-        seq_t = enc.sequence_output_t if text_positions is None else enc.sequence_output_t[text_positions]
-        return PaddleVideoOutput(
-            prediction_scores_t=self.cls.predictions(seq_t, self.bert.embeddings.word_embeddings.weight),
-            prediction_scores_v=self.cls.imagePredictions(enc.sequence_output_v),
-            prediction_scores_a=self.cls.actionPredictions(enc.sequence_output_a),
-            seq_relationship_score=self.cls.seq_relationship(self.cls.dropout(fused)),
-        )
+        return enc, fused
+
+    def match_logits(self, *inputs, **kw) -> torch.Tensor:
+        """``seq_relationship_score [B, 2]`` of the upstream forward (same arguments) without the three
+        prediction heads, which scoring never reads (the text head alone is a vocab-wide matmul per position)."""
+        _, fused = self._encode(*inputs, **kw)
+        return self.cls.seq_relationship(self.cls.dropout(fused))
 
     # -- the model interface (models/interface.py); batches from PaddleVideoProcessor
     def pair_scores(self, batch: PaddleVideoBatch) -> torch.Tensor:
         """``[B]`` probability that the caption matches the video (PaddleVideo's retrieval score)."""
-        return matched_probability(self(*batch.inputs()).seq_relationship_score)
+        return matched_probability(self.match_logits(*batch.inputs()))
 
     def pair_loss(self, batch: PaddleVideoBatch, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of ``seq_relationship_score`` with PaddleVideo's labels (class 0 = matched)."""
-        logits = self(*batch.inputs()).seq_relationship_score
+        logits = self.match_logits(*batch.inputs())
         target = torch.where(labels.to(logits.device) > 0.5, MATCHED_CLASS, 1 - MATCHED_CLASS).long()
         return F.cross_entropy(logits.float(), target)
 
     @torch.no_grad()
     def matched_probability(self, *inputs, **kw) -> torch.Tensor:
         """``[B]``: softmax probability of class 0 ("matched"), PaddleVideo's retrieval score."""
-        return matched_probability(self(*inputs, **kw).seq_relationship_score)
+        return matched_probability(self.match_logits(*inputs, **kw))
 
 
 # --------------------------------------------------------------------------------------------
