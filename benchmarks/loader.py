@@ -131,14 +131,16 @@ def build(cfg, run_dir: Path):
     return data, loader, built_s
 
 
-def time_loader(loader, samples: int, batch_size: int) -> tuple[float, int]:
-    """Samples/s over the first ``samples`` samples (worker start-up included: it is part of each epoch)."""
-    start, n = time.perf_counter(), 0
+def time_loader(loader, samples: int, batch_size: int) -> tuple[float, int, float]:
+    """(samples/s, samples, samples per CPU-second of this process) over the first ``samples`` samples
+    (worker start-up included: it is part of each epoch). The CPU-time rate is the one a dedicated core
+    would give, on a shared machine; it means something without workers only (theirs is not counted)."""
+    start, start_cpu, n = time.perf_counter(), time.process_time(), 0
     for batch in loader:
         n += int(batch.input_ids.shape[0])
         if n >= samples:
             break
-    return n / (time.perf_counter() - start), n
+    return n / (time.perf_counter() - start), n, n / max(time.process_time() - start_cpu, 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-threads", type=int, default=1)
     parser.add_argument("--gpu-peak-tflops", type=float, default=989.0, help="dense bf16 peak of one H100/H200 SXM")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the GPU rate")
-    parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile the warm store path, print the top N")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile each source warm (0 workers), print the top N")
     parser.add_argument("--clean", action="store_true", help="delete the store and shards at the end")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -195,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     warm(folder)
                 epoch += 1  # another epoch: other windows and masks, the same cost
-                rate, n = time_loader(make(workers, epoch), args.samples, args.batch_size)
-                rows.append({"source": source, "cache": cache, "workers": workers, "samples": n, "samples_per_s": rate})
+                rate, n, per_cpu = time_loader(make(workers, epoch), args.samples, args.batch_size)
+                rows.append({"source": source, "cache": cache, "workers": workers, "samples": n, "samples_per_s": rate,
+                             "samples_per_cpu_s": per_cpu if workers == 0 else None})
                 print(f"  {source:6s} {cache:4s} workers={workers}: {rate:8.1f} samples/s", file=sys.stderr)
-        if args.profile and source == "store":
+        if args.profile:
             import cProfile
             import pstats
 
@@ -221,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nstore {sizes['store'] / 2**30:.2f} GiB ({args.videos} videos x {args.clips} clips), shards "
           f"{sizes['shards'] / 2**30:.2f} GiB; batch {args.batch_size}; {args.samples} samples per row")
-    print("| source | page cache | workers | samples/s |")
-    print("|---|---|---|---|")
+    print("| source | page cache | workers | samples/s | samples per CPU-second (no workers) |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['source']} | {r['cache']} | {r['workers']} | {r['samples_per_s']:.1f} |")
+        cpu = f"{r['samples_per_cpu_s']:.1f}" if r["samples_per_cpu_s"] is not None else "-"
+        print(f"| {r['source']} | {r['cache']} | {r['workers']} | {r['samples_per_s']:.1f} | {cpu} |")
     if step:
         print(f"\ntrainer, this CPU ({args.step_threads} thread, base bf16, batch {step['batch']}): {step['samples_per_s']:.2f} "
               f"samples/s ({step['step_s']:.2f} s/step); counted {gflop_per_sample:.0f} GFLOP per sample (forward + backward)")

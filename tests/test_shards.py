@@ -22,7 +22,7 @@ from actbert.train.metrics_log import read_metrics
 
 torch.set_num_threads(1)
 LOSS_KEYS = ("loss", "mlm", "action", "region", "match")
-SHARD_SIZE = 5  # the tiny corpus's 16 videos -> shards of 5, 5, 5, 1
+SHARD_SIZE = 5  # the tiny corpus's 16 videos -> 4 shards, balanced: 4, 4, 4, 4
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,12 @@ def test_pack_writes_every_record_unchanged_in_tar_shards(corpus):
     store = FeatureStore(corpus / "random" / "store")
     index = ShardIndex(corpus / "shards")
     assert index.video_ids() == store.video_ids() and len(index.ids) == 16
-    assert [s["videos"] for s in index.shards] == [5, 5, 5, 1]
+    assert [s["videos"] for s in index.shards] == [4, 4, 4, 4]
     import tarfile
 
     with tarfile.open(index.shard_path(1)) as tar:  # a plain tar any reader lists: key.safetensors members
         names = tar.getnames()
-    assert names == [f"{v}.safetensors" for v in store.video_ids()[5:10]]
+    assert names == [f"{v}.safetensors" for v in store.video_ids()[4:8]]
     for position, video_id in enumerate(store.video_ids()):
         data, _ = index.read_bytes(position)
         assert bytes(data) == store.path_for(video_id).read_bytes()
@@ -84,9 +84,9 @@ def test_unshuffled_stream_gives_the_per_video_samples_and_losses(corpus):
 
 
 def test_two_ranks_read_disjoint_shards_covering_all_and_equal_sample_counts(corpus):
-    def rank(r: int):
+    def rank(r: int, world: int = 2):
         return build_pretrain_data(config(corpus, "data.shuffle_buffer=7"), corpus,
-                                   info=_info(r, 2)).dataset
+                                   info=_info(r, world)).dataset
 
     a, b = rank(0), rank(1)
     for epoch in (0, 1):
@@ -96,8 +96,14 @@ def test_two_ranks_read_disjoint_shards_covering_all_and_equal_sample_counts(cor
         assert not set(pa) & set(pb)
         assert len(pa) == len(pb) == a.samples_per_rank == b.samples_per_rank
     assert a.shard_order(0) != a.shard_order(1)  # a new shard order each epoch
-    # two shards each of 5/5/5/1 videos: the fewest a rank can be dealt is (5 + 1) videos x 2 samples = 12 (3 batches)
-    assert a.samples_per_rank == 12
+    # two shards each of 4 videos x 2 samples: 16 per rank, all of the epoch
+    assert a.samples_per_rank == 16
+    # three ranks, four shards: one rank is dealt two, so every rank stops after one shard's 8 samples
+    three = [rank(r, 3) for r in range(3)]
+    dealt = [t.rank_shards(0) for t in three]
+    assert sorted(sum(dealt, [])) == [0, 1, 2, 3] and sorted(map(len, dealt)) == [1, 1, 2]
+    plans = [set(t.plan(0)) for t in three]
+    assert all(len(pl) == 8 for pl in plans) and not (plans[0] & plans[1] or plans[0] & plans[2] or plans[1] & plans[2])
     with pytest.raises(ShardError, match="4 shard"):
         build_pretrain_data(config(corpus), corpus, info=_info(0, 5))
 
@@ -131,7 +137,7 @@ def test_training_from_shards_resumes_exactly_and_refuses_other_shards(corpus, t
     assert ckpt["data"]["stream"]["samples"] == 12 and ckpt["data"]["stream"]["epoch"] == 0
     # a resume on other shards (repacked: another index) is refused, naming the field
     repacked = tmp_path / "repacked"
-    pack_store(corpus / "random" / "store", repacked, 4)
+    pack_store(corpus / "random" / "store", repacked, 3)
     other = load_pretrain_config("tiny", ["data.random=false", f"data.shards={repacked}",
                                           f"data.narrations={corpus / 'random' / 'narrations.json'}", "train.progress=false",
                                           *steps, "train.max_steps=9"])

@@ -357,16 +357,16 @@ class Corpus:
         if num_clips and len(frame_times) == 0:
             raise CorpusError(f"{where}: field 'frame_times' is empty, so clips have no regions")
 
-        tokens = _ClipTokens(clip_times, self.narrations[video_id], self.tokenizer)
+        tokens = ClipTokens(clip_times, self.narrations[video_id], self.tokenizer)
 
         nearest, cap = self.region_frames == "nearest", self.max_regions_per_clip
         rpf = min(self.max_regions_per_frame, region_features.shape[1])
-        frames_of = [clip_frames(frame_times, float(clip_times[c, 0]), float(clip_times[c, 1]), self.region_frames,
-                                 self.frames_per_clip, self.max_frames_per_clip) for c in range(num_clips)]
+        frames_of = _ClipFrames(frame_times, clip_times, self.region_frames, self.frames_per_clip, self.max_frames_per_clip)
         if nearest or cap:
             P = self.regions_per_clip
         else:  # every frame, no cap: as wide as this video's longest clip
-            P = max([len(f) * self.max_regions_per_frame for f in frames_of], default=self.max_regions_per_frame)
+            P = max([len(frames_of[c]) * self.max_regions_per_frame for c in range(num_clips)],
+                    default=self.max_regions_per_frame)
         regions = _ClipRegions(where, frames_of, region_counts, region_features, region_locations, region_probs, rpf, P)
         return VideoClips(
             video_id=video_id,
@@ -379,11 +379,52 @@ class Corpus:
             region_class_probs=_PerClip(regions, 2),
             region_valid=_PerClip(regions, 3),
             region_frame=_PerClip(regions, 4),
-            frame_slots=None if nearest else np.asarray([len(f) for f in frames_of], np.int64),
+            frame_slots=None if nearest else frames_of.counts,
         )
 
 
-class _ClipTokens(Sequence):
+class _ClipFrames:
+    """The frames of each clip (:func:`clip_frames`), found when a clip is first asked for; ``counts``
+    is the ``[C]`` array of how many each clip has, likewise per clip."""
+
+    def __init__(self, frame_times: np.ndarray, clip_times: np.ndarray, region_frames: str, frames_per_clip: int,
+                 max_frames: int):
+        self.frame_times, self.clip_times = frame_times, clip_times
+        self.args = (region_frames, frames_per_clip, max_frames)
+        self._done: dict[int, np.ndarray] = {}
+        self.counts = _Counts(self)
+
+    def __len__(self) -> int:
+        return len(self.clip_times)
+
+    def __getitem__(self, c: int) -> np.ndarray:
+        frames = self._done.get(c)
+        if frames is None:
+            start, end = self.clip_times[c]
+            frames = self._done[c] = clip_frames(self.frame_times, float(start), float(end), *self.args)
+        return frames
+
+
+class _Counts:
+    """``[C]`` int64: frames per clip (``x[c]``; slices and ``np.asarray`` give an array)."""
+
+    def __init__(self, frames: _ClipFrames):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return np.int64(len(self.frames[range(len(self.frames))[key]]))
+        return np.asarray([len(self.frames[int(c)]) for c in np.arange(len(self.frames))[key]], np.int64)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+class ClipTokens(Sequence):
     """A video's per-clip word pieces, tokenised when a clip is first asked for (a sample uses ~10 of ~100).
 
     Behaves as the list of C lists it stands for (indexing, slicing, ``len``, ``==`` with a list).
@@ -423,7 +464,7 @@ class _ClipRegions:
     40 MB of copies per sample drawn from it, for the 10 clips a sample uses (benchmarks/loader.py).
     """
 
-    def __init__(self, where: str, frames_of: list[np.ndarray], counts: np.ndarray, features: np.ndarray,
+    def __init__(self, where: str, frames_of: "_ClipFrames", counts: np.ndarray, features: np.ndarray,
                  locations: np.ndarray, probs: np.ndarray, rpf: int, slots: int):
         self.where, self.frames_of, self.counts = where, frames_of, counts
         self.sources = (features, locations, probs)

@@ -3,7 +3,7 @@
 A per-video store (store.py) is one file per video: right for random access (the tasks, extraction
 by many writers), wrong for a HowTo100M-size pretraining run read over a network file system or an
 object store, where 1.2M small files cost a metadata round trip each. ``actbert pack`` copies a
-store into shards of ``shard_size`` videos::
+store into shards of at most ``shard_size`` videos (balanced: sizes differ by one at most)::
 
     SHARDS/index.json              format, version, the store schema, shard names/sizes/video counts,
                                    the video ids in packed order (the store's sorted order)
@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tarfile
 import zlib
@@ -59,7 +58,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from actbert.data.corpus import Corpus, CorpusError, Narration, clip_token_ids, video_end_time
+from actbert.data.corpus import ClipTokens, Corpus, CorpusError, Narration, video_end_time
 from actbert.data.store import FeatureStore, StoreSchema, _read_safetensors_header, decode_record
 from actbert.errors import ActBertError
 from actbert.utils.io import _atomic_write, atomic_write_bytes, atomic_write_json, read_json
@@ -80,7 +79,8 @@ class ShardError(ActBertError):
 
 def pack_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, shard_size: int,
                progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write ``store`` as tar shards of ``shard_size`` videos into ``out`` (module docstring); returns ``out``.
+    """Write ``store`` as tar shards of at most ``shard_size`` videos into ``out`` (module docstring):
+    ``ceil(videos / shard_size)`` shards whose sizes differ by one video at most. Returns ``out``.
 
     Every record is decoded once on the way (a record the store would refuse is refused here, naming
     it), so the shards hold only records that read. ``out`` must not already hold an index.
@@ -97,8 +97,12 @@ def pack_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, 
         raise ShardError(f"{store.root}: no videos to pack")
     offsets, sizes, crcs, shard_of, clip_ranges, clip_times = [], [], [], [], [0], []
     shards = []
-    for s, first in enumerate(range(0, len(ids), shard_size)):
-        chunk = ids[first : first + shard_size]
+    # ceil(V / shard_size) shards of balanced sizes (they differ by one video at most): a rank's epoch
+    # ends at the fewest samples any rank can be dealt, which one short last shard would cut for all
+    count = -(-len(ids) // shard_size)
+    bounds = [len(ids) * s // count for s in range(count + 1)]
+    for s in range(count):
+        chunk = ids[bounds[s] : bounds[s + 1]]
         name = f"shard-{s:06d}.tar"
 
         def write_tar(handle, chunk=chunk, s=s) -> None:
@@ -289,7 +293,7 @@ class _TextClips:
     """A video's text alone (what a negative needs): ``video_id``, per-clip ``tokens``, ``num_clips``."""
 
     video_id: str
-    tokens: list[list[int]]
+    tokens: ClipTokens  # C lists of word pieces, tokenised when a negative's window asks for them
 
     @property
     def num_clips(self) -> int:
@@ -392,7 +396,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             p = self.positions[g]
             video_id = self.index.ids[p]
             narration: Narration = self.corpus.narrations[video_id]
-            cached = _TextClips(video_id, clip_token_ids(self.index.clip_times(p), narration, self.corpus.tokenizer))
+            cached = _TextClips(video_id, ClipTokens(self.index.clip_times(p), narration, self.corpus.tokenizer))
             self._texts[g] = cached
             if len(self._texts) > 256:
                 self._texts.popitem(last=False)
