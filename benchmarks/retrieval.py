@@ -7,11 +7,15 @@ In one run, on one synthetic gallery (MSR-VTT 1k-A size: 1,000 captions, 1,000 c
 * **modes** -- time per query and R@1/5/10, MedR for ``exhaustive`` (every pair through the pair
   scorer), ``bi-encoder`` (the faiss shortlist order) and ``two-stage`` for each ``--ks``.
   Exhaustive costs ``T x V`` pair scores, so it runs on the first ``--exhaustive-queries``
-  captions against all 1,000 clips, and every mode is also reported on that same subset;
+  captions (A) against all 1,000 clips, and every mode is also reported on that same subset;
+  two-stage runs each k on the first ``--two-stage-queries`` (B; 0 = all) and the ``--full-ks``
+  on all queries;
 * **scaling** -- for galleries of ``--scale`` clips (default to 100,000): clip embedding time,
   faiss index build (flat and HNSW), shortlist time per query (top ``max(--ks)``), the overlap of
   HNSW's shortlist with the exact one, and rerank time per query for each k, measured on
-  ``--rerank-queries`` queries (a rerank scores k pairs whatever the gallery size).
+  ``--rerank-queries`` queries (a rerank scores k pairs whatever the gallery size). Sizes above
+  ``--embed-max`` extrapolate the embedding time linearly and index the embedded vectors
+  repeated with jitter (the output says so).
 
 The gallery is a *planted* feature store written by this script: every clip has a caption
 "<verb> the <adjective> <object>" (distinct across the 1,000 gallery clips) and features made of
@@ -404,6 +408,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--family", default="vlm", choices=sorted(FAMILY_PRESETS), help="model family (its tiny preset unless --preset)")
     p.add_argument("--preset", default="", help="model preset (default: the family's tiny one)")
     p.add_argument("--model", default="", help="a saved model folder instead of a fresh preset")
+    p.add_argument("--save-model", default="", help="save the (fine-tuned) model to this folder")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override of the preset's model section, e.g. embed_dim=64 (ActBERT's embedding heads)")
     p.add_argument("--contrastive", type=float, default=0.0,
@@ -471,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"model: {type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters), "
           f"fine-tuned {train_log.get('steps', 0)} steps in {train_sec:.0f} s: {train_log}", flush=True)
     model.eval()
+    if args.save_model:
+        model.save_pretrained(args.save_model)  # --model DIR reuses it (with --train-steps 0, as it is)
 
     clips = [ret.Clip(f"g{i:05d}", 0.0, float(CLIP_SECONDS), f"g{i:05d}") for i in range(args.gallery)]
     gallery = ret.Gallery("synthetic", "planted 1k-A-size gallery", [caption(w) for w in gallery_words], clips, np.arange(args.gallery), [])

@@ -35,10 +35,12 @@ def test_toy_run(bench, tmp_path):
         "--family", "vlm", "--out", str(out), "--gallery", "24", "--exhaustive-queries", "6", "--two-stage-queries", "12",
         "--ks", "4", "24", "--full-ks", "4", "--train-clips", "40", "--train-steps", "2", "--train-batch", "8",
         "--scale", "100", "300", "--embed-max", "100", "--scale-queries", "8", "--rerank-queries", "2", "--batch-size", "16", "--threads", "1",
+        "--save-model", str(tmp_path / "model"),
     ])
     saved = json.loads((out / "retrieval_benchmark.json").read_text())
     assert saved["modes"] == json.loads(json.dumps(result["modes"]))
     assert (out / "retrieval_benchmark.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["architecture"] == "vlm"
     rows = {(r["mode"], r["k"], r["queries"]): r for r in saved["modes"]["rows"]}
     assert set(rows) == {("exhaustive", None, 6), ("bi-encoder", None, 24), ("two-stage", 4, 12), ("two-stage", 24, 12), ("two-stage", 4, 24)}
     exhaustive = rows["exhaustive", None, 6]["subset"]
