@@ -14,7 +14,7 @@ each **cold** (every file of the store / shards evicted from the page cache firs
 the trainer's consumption (``benchmarks/train_step.py``'s timed base step on this machine) and the
 rate one H100/H200 needs at the counted FLOPs per base sample (``--gpu-peak-tflops``, ``--mfu``).
 
-    python benchmarks/loader.py --root /tmp/data/bench --videos 180 --samples 160 --workers 0 1 2
+    python benchmarks/loader.py --root /tmp/data/bench --videos 110 --samples 96 --workers 0 1 2
     python benchmarks/loader.py --root /tmp/data/bench --videos 24 --samples 48 --workers 0 --no-step  # quick look
     python benchmarks/loader.py ... --profile 25   # also profile the data path (cProfile, top 25 by own time)
 
@@ -146,10 +146,10 @@ def time_loader(loader, samples: int, batch_size: int) -> tuple[float, int, floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="/tmp/actbert-loader-bench", help="where the store and shards are written (kept)")
-    parser.add_argument("--videos", type=int, default=180)
+    parser.add_argument("--videos", type=int, default=110, help="110: 3.5 GB of store + 3.5 GB of shards")
     parser.add_argument("--clips", type=int, default=111, help="clips per video (HowTo100M: 111 on average)")
     parser.add_argument("--shard-size", type=int, default=16, help="videos per shard")
-    parser.add_argument("--samples", type=int, default=160, help="samples timed per row")
+    parser.add_argument("--samples", type=int, default=96, help="samples timed per row")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sources", nargs="+", default=["store", "shards"], choices=["store", "shards"])

@@ -472,27 +472,43 @@ class _ClipRegions:
         self.shapes = ((slots, features.shape[2]), (slots, 5), (slots, probs.shape[2]), (slots,), (slots,))
         self.dtypes = (np.float32, np.float32, np.float32, bool, np.int64)
         self._last: tuple[int, tuple[np.ndarray, ...]] | None = None
+        self._valid: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.frames_of)
 
-    def clip(self, c: int) -> tuple[np.ndarray, ...]:
-        if self._last is not None and self._last[0] == c:
-            return self._last[1]
-        out = tuple(np.zeros(shape, dtype) for shape, dtype in zip(self.shapes, self.dtypes))
-        feat, loc, prob, valid, frame = out
+    def valid(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Clip ``c``'s real regions only, in slot order: features [n, Dr], locations [n, 5], class
+        distributions [n, K] (float32) and frame slots [n] (what a sample takes, without the padding)."""
+        if self._valid is not None and self._valid[0] == c:
+            return self._valid[1]
+        parts: tuple[list, list, list, list] = ([], [], [], [])
         slot = 0
         for j, f in enumerate(self.frames_of[c]):
             n = int(min(self.counts[f], self.rpf, self.slots - slot))
-            feat[slot : slot + n] = self.sources[0][f, :n]
-            loc[slot : slot + n] = self.sources[1][f, :n]
-            prob[slot : slot + n] = self.sources[2][f, :n]
-            valid[slot : slot + n] = True
-            frame[slot : slot + n] = j
+            for part, source in zip(parts, self.sources):
+                part.append(source[f, :n])
+            parts[3].append(np.full(n, j, np.int64))
             slot += n
-        for name, array in zip(("region_features", "region_locations", "region_class_probs"), (feat, loc, prob)):
+        dims = (self.shapes[0][1], 5, self.shapes[2][1])
+        out = tuple(np.concatenate(part).astype(np.float32, copy=False) if part else np.zeros((0, d), np.float32)
+                    for part, d in zip(parts[:3], dims))
+        frames = np.concatenate(parts[3]) if parts[3] else np.zeros(0, np.int64)
+        for name, array in zip(("region_features", "region_locations", "region_class_probs"), out):
             if not np.isfinite(array).all():
                 raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
+        self._valid = (c, (*out, frames))
+        return self._valid[1]
+
+    def clip(self, c: int) -> tuple[np.ndarray, ...]:
+        """Clip ``c``'s padded arrays: features, locations, class distributions, valid flags, frame slots."""
+        if self._last is not None and self._last[0] == c:
+            return self._last[1]
+        feat_v, loc_v, prob_v, frames = self.valid(c)
+        out = tuple(np.zeros(shape, dtype) for shape, dtype in zip(self.shapes, self.dtypes))
+        n = len(frames)
+        for target, rows in zip(out, (feat_v, loc_v, prob_v, np.ones(n, bool), frames)):
+            target[:n] = rows
         self._last = (c, out)
         return out
 

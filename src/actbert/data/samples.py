@@ -184,10 +184,17 @@ class SampleBuilder:
         dr, k = clips.region_features.shape[2], clips.region_class_probs.shape[2]
         r_ids, r_seg, r_pos, r_feat, r_loc, r_tgt = [], [], [], [], [], []
         offset = 0  # position id of the clip's first frame
+        # a corpus's clips build a clip's real regions directly (data/corpus.py), skipping the padded copy
+        per_clip = getattr(clips.region_features, "regions", None)
         for i, c in enumerate(range(start, start + size)):
-            valid = clips.region_valid[c]
-            n = int(valid.sum())
-            frames = clips.region_frame[c][valid]
+            if per_clip is not None:
+                feat_c, loc_c, prob_c, frames = per_clip.valid(c)
+            else:
+                valid = clips.region_valid[c]
+                frames = clips.region_frame[c][valid]
+                feat_c, loc_c, prob_c = (clips.region_features[c][valid], clips.region_locations[c][valid],
+                                         clips.region_class_probs[c][valid])
+            n = len(frames)
             # clips without frame counts ("nearest" frames; downstream units) take frames_per_clip slots
             slots = fpc if clips.frame_slots is None else max(int(clips.frame_slots[c]), 1)
             if clips.frame_slots is None:
@@ -197,11 +204,11 @@ class SampleBuilder:
             last_frame = int(frames[-1]) if n else slots - 1
             r_pos.extend((offset + frames).tolist() + [offset + last_frame])
             offset += slots
-            r_feat.append(clips.region_features[c][valid])
+            r_feat.append(feat_c)
             r_feat.append(np.zeros((1, dr), np.float32))
-            r_loc.append(clips.region_locations[c][valid])
+            r_loc.append(loc_c)
             r_loc.append(np.zeros((1, 5), np.float32))
-            r_tgt.append(clips.region_class_probs[c][valid])
+            r_tgt.append(prob_c)
             r_tgt.append(np.zeros((1, k), np.float32))
 
         lt, la, lr = len(input_ids), size + 1, len(r_ids)
