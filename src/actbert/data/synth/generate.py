@@ -199,7 +199,7 @@ def _render_video(plan: VideoPlan, seed: int, path: Path, codec: str) -> list[di
 
 
 def generate_benchmark(size: str, seed: int, out: str | Path, progress: bool = True) -> BenchmarkInfo:
-    """Write the synthetic benchmark of ``size`` (tiny | demo | full) into ``out`` (layout: docs/architecture.md)."""
+    """Write the synthetic benchmark of ``size`` (tiny | demo | bench | full) into ``out`` (layout: docs/architecture.md)."""
     if size not in SIZES:
         raise ValueError(f"--size: unknown benchmark size {size!r} (choose from {', '.join(SIZES)})")
     began = time.perf_counter()
