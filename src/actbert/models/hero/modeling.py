@@ -16,7 +16,7 @@ The encoder (:meth:`HierarchicalEncoder.forward`):
 
 ``forward(batch)`` runs the batch's task (``batch.task``: one task per mini-batch, as HERO trains)
 and returns :class:`HeroPretrainingOutput` whose ``losses`` hold that task's loss alone; the
-loop averages each name over the steps that reported it (``loss_names`` declares them all). Capabilities for the downstream tasks are in :mod:`actbert.models.hero.capabilities`.
+loop averages each name over the steps that reported it (``loss_names`` declares them all). Its capabilities for the downstream tasks (``pair_scores``, ``embeddings``, ``masked_token_logits``, ``unit_states``, ``caption_memory``) are methods of :class:`HeroForPretraining` below.
 """
 
 from __future__ import annotations
