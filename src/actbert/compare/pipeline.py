@@ -150,11 +150,6 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         if size not in PROFILES:
             raise CompareError(f"--size: no comparison profile {size!r} (known: {', '.join(PROFILES)})")
         profile = PROFILES[size]
-    if threads > 0:
-        import torch
-
-        torch.set_num_threads(threads)
-        profile = dataclasses.replace(profile, budget=[*profile.budget, f"train.num_threads={threads}"])
     paths = ComparePaths(Path(out))
     paths.root.mkdir(parents=True, exist_ok=True)
     models = list(models)
@@ -167,7 +162,12 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         before = json.loads(settings_path.read_text(encoding="utf-8"))
         if before.get("profile") != settings["profile"]:
             raise CompareError(f"{settings_path}: field 'profile': this folder was run with another profile; use a new --out")
-    atomic_write_json(settings_path, settings)
+    atomic_write_json(settings_path, {**settings, "threads": threads})
+    if threads > 0:  # after the check: the thread count changes the speed, not what is computed
+        import torch
+
+        torch.set_num_threads(threads)
+        profile = dataclasses.replace(profile, budget=[*profile.budget, f"train.num_threads={threads}"])
 
     def seeds_of(run: str) -> int:
         return ablation_seeds if run not in models else seeds
