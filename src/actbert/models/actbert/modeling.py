@@ -310,25 +310,26 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
         self.pooler = Pooler(config.text_hidden_size)
         self.apply(lambda m: init_bert_weights(m, config.initializer_range))
 
-    def forward(self, batch: ActBertBatch, use_regions: bool | None = None) -> ActBertEncoderOutput:
-        config = self.config
+    def _checked_regions(self, batch: ActBertBatch, use_regions: bool | None) -> bool:
+        """Whether the region stream runs (the argument, else the batch's, else the config's
+        choice; never without region tokens), after checking the batch against the config."""
         if use_regions is None:
-            use_regions = config.use_regions if batch.use_regions is None else batch.use_regions
+            use_regions = self.config.use_regions if batch.use_regions is None else batch.use_regions
         use_regions = use_regions and batch.region_token_ids.shape[1] > 0
-        check_batch(batch, config, use_regions)
+        check_batch(batch, self.config, use_regions)
+        return use_regions
 
-        text_mask = batch.text_mask.bool()
-        action_mask = batch.action_mask.bool()
-        text = self.text_embeddings(batch.input_ids, batch.text_position_ids, batch.text_segment_ids)
+    def _embed_visual(self, batch: ActBertBatch, use_regions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The action ``[B, La, Dv]`` and region ``[B, Lr, Dv]`` (None without regions) embeddings."""
+        config = self.config
         action = self.action_embeddings(
             visual_token_index(batch.action_token_ids, config, "action_token_ids"),
             batch.action_features,
             batch.action_position_ids,
             batch.action_segment_ids,
         )
-        region = region_mask = None
+        region = None
         if use_regions:
-            region_mask = batch.region_mask.bool()
             region = self.region_embeddings(
                 visual_token_index(batch.region_token_ids, config, "region_token_ids"),
                 batch.region_features,
@@ -336,6 +337,18 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
                 batch.region_segment_ids,
                 batch.region_locations,
             )
+        return action, region
+
+    def forward(self, batch: ActBertBatch, use_regions: bool | None = None) -> ActBertEncoderOutput:
+        config = self.config
+        use_regions = self._checked_regions(batch, use_regions)
+
+        text_mask = batch.text_mask.bool()
+        action_mask = batch.action_mask.bool()
+        # text first: the embeddings' dropout draws in this order (text, action, region)
+        text = self.text_embeddings(batch.input_ids, batch.text_position_ids, batch.text_segment_ids)
+        action, region = self._embed_visual(batch, use_regions)
+        region_mask = batch.region_mask.bool() if region is not None else None
 
         # Tangled schedule: plain layers up to each stream's k-th tangled index, then the k-th block.
         next_text = next_action = next_region = 0
@@ -375,26 +388,9 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
         """The action ``[B, La, Dv]`` and region ``[B, Lr, Dv]`` (None when not used, as in
         :meth:`forward`) streams alone: every layer, the tangled ones without the word keys/values."""
         config = self.config
-        if use_regions is None:
-            use_regions = config.use_regions if batch.use_regions is None else batch.use_regions
-        use_regions = use_regions and batch.region_token_ids.shape[1] > 0
-        check_batch(batch, config, use_regions)
-        action = self.action_embeddings(
-            visual_token_index(batch.action_token_ids, config, "action_token_ids"),
-            batch.action_features,
-            batch.action_position_ids,
-            batch.action_segment_ids,
-        )
+        action, region = self._embed_visual(batch, self._checked_regions(batch, use_regions))
         action = self.action_encoder.run(action, batch.action_mask.bool(), 0, config.action_layers)
-        region = None
-        if use_regions:
-            region = self.region_embeddings(
-                visual_token_index(batch.region_token_ids, config, "region_token_ids"),
-                batch.region_features,
-                batch.region_position_ids,
-                batch.region_segment_ids,
-                batch.region_locations,
-            )
+        if region is not None:
             region = self.region_encoder.run(region, batch.region_mask.bool(), 0, config.region_layers)
         return action, region
 
