@@ -10,7 +10,7 @@ HELP = "generate the synthetic narrated-video benchmark (videos, narrations, dow
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from actbert.data.synth.generate import SIZES
 
-    parser.add_argument("--size", choices=sorted(SIZES), default="demo", help="tiny (tests), demo (CPU demo) or full")
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo", help="tiny (tests), demo (CPU demo), bench (actbert compare: test splits sized for 95%% intervals of <= 5 points) or full")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same benchmark")
     parser.add_argument("--out", required=True, help="output folder")
 
