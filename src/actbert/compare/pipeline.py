@@ -38,7 +38,7 @@ from actbert.compare.profiles import (
     rows,
     runs,
 )
-from actbert.demo.pipeline import DATA_STAGE_CALLS, StageBook, _pretrain, run_tasks
+from actbert.demo.pipeline import DATA_STAGE_CALLS, StageBook, pretrain_stage, run_tasks
 from actbert.demo.profiles import DATA_STAGES, VARIANTS, DemoProfile, pretrain_overrides, stage_arguments
 from actbert.errors import ActBertError
 from actbert.tasks.common import TASK_NAMES
@@ -214,7 +214,7 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
 def _pretrain_and_count(demo_profile: DemoProfile, run_paths: RunPaths, seed: int) -> None:
     if not (run_paths.model / "config.json").exists():
         run_paths.root.mkdir(parents=True, exist_ok=True)
-        _pretrain(run_paths, demo_profile, seed)
+        pretrain_stage(run_paths, demo_profile, seed)
     flops = count_step_flops(demo_profile, run_paths, seed)
     atomic_write_json(run_paths.root / "flops.json", {**flops, "preset": demo_profile.preset, "overrides": demo_profile.pretrain})
 

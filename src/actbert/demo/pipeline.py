@@ -49,7 +49,7 @@ from actbert.demo.report import format_value, write_report
 from actbert.tasks.common import TASK_NAMES
 from actbert.utils.io import atomic_write_json, read_json
 
-__all__ = ["StageBook", "DATA_STAGE_CALLS", "run_demo", "run_tasks"]
+__all__ = ["StageBook", "DATA_STAGE_CALLS", "pretrain_stage", "run_demo", "run_tasks"]
 
 
 # ----------------------------------------------------------------------------- stage bookkeeping
@@ -171,7 +171,7 @@ def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0, profile
     for i, name in enumerate(DATA_STAGES, start=1):
         book.run(i, name, outputs[name], lambda name=name: DATA_STAGE_CALLS[name](log, **arguments[name]))
 
-    book.run(6, "pretrain", lambda: (paths.model / "config.json").exists(), lambda: _pretrain(paths, profile, seed))
+    book.run(6, "pretrain", lambda: (paths.model / "config.json").exists(), lambda: pretrain_stage(paths, profile, seed))
     book.run(7, "tasks", lambda: all(paths.result_file(t, v).exists() for t in tasks for v in VARIANTS),
              lambda: run_tasks(paths, profile, seed, tasks, log))
     report_path = paths.root / "report.md"
@@ -182,7 +182,8 @@ def run_demo(out: str | os.PathLike, quick: bool = False, seed: int = 0, profile
     return report_path
 
 
-def _pretrain(paths: DemoPaths, profile: DemoProfile, seed: int) -> None:
+def pretrain_stage(paths: DemoPaths, profile: DemoProfile, seed: int) -> None:
+    """The pretraining stage: the profile's preset on the run's store, resumed when a checkpoint is there."""
     from actbert.train.checkpoint import latest_checkpoint
     from actbert.train.config import load_pretrain_config
     from actbert.train.loop import train
