@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from actbert.compare.profiles import FAMILY_TITLES, MISSING_ABLATIONS, ComparePaths, Row, rows
+from actbert.demo.report import plots_section, stages_section
 from actbert.metrics.errors import MetricInputError
 from actbert.metrics.statistics import (
     LEVEL,
@@ -232,24 +233,8 @@ def markdown(summary: Mapping[str, Any], compared: Sequence[Mapping[str, Any]], 
         lines.append("FLOPs: `torch.utils.flop_counter.FlopCounterMode` over one forward + backward of a real batch (seed 0's run).")
         lines.append("")
     if plots:
-        lines.append("## Plots")
-        lines.append("")
-        for title, rel in plots:
-            lines.append(f"**{title}**")
-            lines.append("")
-            lines.append(f"![{title}]({rel})")
-            lines.append("")
-    lines.append("## Stages")
-    lines.append("")
-    lines.append("| stage | seconds | this run |")
-    lines.append("| --- | --- | --- |")
-    total = 0.0
-    for name, entry in stages.items():
-        sec = entry.get("seconds")
-        total += float(sec or 0.0)
-        lines.append(f"| {name} | {'-' if sec is None else f'{float(sec):.1f}'} | {'skipped (output existed)' if entry.get('skipped_last_run') else 'ran'} |")
-    lines.append(f"| **total** | {total:.1f} | |")
-    lines.append("")
+        lines.extend(plots_section(plots))
+    lines.extend(stages_section(stages))
     lines.append("## Notes")
     lines.append("")
     lines.append("- Everything is synthetic (rendered sprites, template narrations): the numbers compare models on this data, not on the papers' benchmarks.")

@@ -213,6 +213,31 @@ def _youcook2_spans(bench_root: Path) -> dict[str, tuple[float, float]]:
 # ----------------------------------------------------------------------------- report
 
 
+def plots_section(plots: Sequence[tuple[str, str]]) -> list[str]:
+    """Markdown lines of a "## Plots" section: each (title, relative path) as a bold title + image."""
+    lines = ["## Plots", ""]
+    for title, rel in plots:
+        lines += [f"**{title}**", "", f"![{title}]({rel})", ""]
+    return lines
+
+
+def stages_section(entries: Mapping[str, Mapping[str, Any]], order: Sequence[str] | None = None) -> list[str]:
+    """Markdown lines of a "## Stages" table from a :class:`StageBook`'s entries (seconds, skipped or
+    ran, the total); with ``order``, every stage named there, those without an entry as "not run"."""
+    lines = ["## Stages", "", "| stage | seconds | this run |", "| --- | --- | --- |"]
+    total = 0.0
+    for name in order if order is not None else list(entries):
+        entry = entries.get(name)
+        if entry is None:
+            lines.append(f"| {name} | - | not run |")
+            continue
+        sec = entry.get("seconds")
+        total += float(sec or 0.0)
+        lines.append(f"| {name} | {format_value(sec)} | {'skipped (output existed)' if entry.get('skipped_last_run') else 'ran'} |")
+    lines += [f"| **total** | {total:.1f} | |", ""]
+    return lines
+
+
 def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageBook | None = None,
                  log: Callable[[str], None] = print, tasks: Sequence[str] = TASK_NAMES) -> Path:
     """``OUT/report.md`` + ``OUT/report/*.png`` from the result files (and whatever else exists)."""
@@ -269,32 +294,12 @@ def write_report(paths: DemoPaths, profile: DemoProfile, seed: int, book: StageB
         example_text.append(f"- {record['dataset']} ({protocol}): query \"{example['query']}\" -> top 5: "
                             + ", ".join(f"{i['clip']}{' (GT)' if i['is_gt'] else ''}" for i in example["top5"]))
     if plots:
-        lines.append("## Plots")
-        lines.append("")
-        for title, rel in plots:
-            lines.append(f"**{title}**")
-            lines.append("")
-            lines.append(f"![{title}]({rel})")
-            lines.append("")
+        lines.extend(plots_section(plots))
         lines.extend(example_text)
         lines.append("")
 
-    lines.append("## Stages")
-    lines.append("")
-    lines.append("| stage | seconds | this run |")
-    lines.append("| --- | --- | --- |")
-    total = 0.0
     entries = book.entries if book is not None else (read_json(paths.root / "stages.json", "demo stages") if (paths.root / "stages.json").exists() else {})
-    for name in STAGES:
-        entry = entries.get(name)
-        if entry is None:
-            lines.append(f"| {name} | - | not run |")
-            continue
-        sec = entry.get("seconds")
-        total += float(sec or 0.0)
-        lines.append(f"| {name} | {format_value(sec)} | {'skipped (output existed)' if entry.get('skipped_last_run') else 'ran'} |")
-    lines.append(f"| **total** | {total:.1f} | |")
-    lines.append("")
+    lines.extend(stages_section(entries, STAGES))
     per_task = []
     for task, by_variant in results.items():
         for variant, entry in by_variant.items():

@@ -85,14 +85,9 @@ class RetrievalSettings:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Clip:
-    """A gallery entry: the span of a video (``None`` = whole video)."""
-
-    video_id: str
-    start: float | None = None
-    end: float | None = None
-    name: str = ""
+# A gallery entry: the span of a video (``None`` = from the start / to the end); the index's own
+# entry type, so a gallery and its saved index describe clips alike.
+Clip = index.GalleryClip
 
 
 @dataclass
