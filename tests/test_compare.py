@@ -42,7 +42,8 @@ def test_compare_tiny_two_models_resumes_after_an_interruption(synth_tiny: Path,
 
     data = json.loads((out / "report.json").read_text())
     results = data["results"]
-    assert {"actbert", "actbert/no-pretraining", "vlm", "vlm/no-pretraining", "actbert/no-regions", "actbert/no-tangled"} <= set(results)
+    assert {"actbert", "actbert/no-pretraining", "vlm", "vlm/no-pretraining", "actbert/no-regions", "actbert/no-tangled",
+            "actbert/no-actions"} <= set(results)
     # every task's per-item outcomes reproduce the metric the task wrote (an independent computation)
     for row, run, variant in (("actbert", "actbert", "pretrained"), ("vlm/no-pretraining", "vlm", "no_pretraining")):
         for task in ("retrieval", "captioning", "videoqa", "segmentation", "step_localization"):
@@ -61,12 +62,17 @@ def test_compare_tiny_two_models_resumes_after_an_interruption(synth_tiny: Path,
     verdicts = {(c["a"], c["b"], c["task"]): c["verdict"] for c in data["comparisons"]}
     assert ("actbert", "actbert/no-pretraining", "retrieval") in verdicts and ("actbert", "vlm", "videoqa") in verdicts
     assert set(verdicts.values()) <= {"better", "worse", "not separated"}
-    for run in ("actbert", "vlm", "actbert-no-tangled"):
+    for run in ("actbert", "vlm", "actbert-no-tangled", "actbert-no-actions"):
         flops = data["flops"][run]
         assert flops["flops_per_step"] > 0 and flops["total_flops"] == flops["flops_per_step"] * flops["steps"]
     # the tangled-free ablation really has no tangled layer
     config = json.loads((paths.run("actbert-no-tangled", 0).model / "config.json").read_text())
     assert config.get("text_tangled", config.get("model", {}).get("text_tangled")) == []
+    config = json.loads((paths.run("actbert-no-actions", 0).model / "config.json").read_text())
+    assert config.get("use_actions", config.get("model", {}).get("use_actions")) is False
+    # the tiny profile ranks retrieval queries within sub-galleries of 3 clips
+    record = json.loads(paths.run("actbert", 0).result_file("retrieval", "pretrained").read_text())["records"][0]
+    assert len(record["gallery_blocks"]) == 2 and max(record["ranks"]) <= 3
     text = report.read_text()
     assert "| ActBERT |" in text and "Paired comparisons" in text and (out / "report" / "tasks.png").exists()
     assert (out / "report" / "pretrain_loss.png").exists()

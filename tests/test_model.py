@@ -263,6 +263,27 @@ def test_no_tangled_layers_keeps_streams_apart():
         torch.testing.assert_close(model(batch).text, model(other).text)
 
 
+def test_without_action_cues_no_output_reads_the_action_features():
+    """use_actions=False ("without action cues"): every stream's output is what the same weights give
+    with the action features replaced by zeros by hand, whatever the features were; the default
+    model does read them (so the comparison can fail)."""
+    torch.manual_seed(0)
+    config = tiny_config()
+    with_actions = ActBertModel(config).eval()
+    without = ActBertModel(dataclasses.replace(config, use_actions=False)).eval()
+    without.load_state_dict(with_actions.state_dict())
+    batch = random_batch(config, batch_size=2, seed=7)
+    other = dataclasses.replace(batch, action_features=torch.randn_like(batch.action_features))
+    zeroed = dataclasses.replace(batch, action_features=torch.zeros_like(batch.action_features))
+    with torch.no_grad():
+        reference = with_actions(zeroed)
+        for b in (batch, other):
+            out = without(b)
+            for stream in ("text", "action", "region"):
+                torch.testing.assert_close(getattr(out, stream), getattr(reference, stream))
+        assert not torch.allclose(with_actions(batch).text, with_actions(other).text)
+
+
 def test_match_fusion_reads_the_pooled_video_and_starts_as_a_dot_product():
     torch.manual_seed(0)
     assert ActBertForPretraining(tiny_config(match_fusion="cls")).match_head.video_pooler is None

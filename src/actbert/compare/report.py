@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from actbert.compare.profiles import FAMILY_TITLES, MISSING_ABLATIONS, ComparePaths, Row, rows
+from actbert.compare.profiles import FAMILY_TITLES, ComparePaths, Row, rows
 from actbert.demo.report import plots_section, stages_section
 from actbert.metrics.errors import MetricInputError
 from actbert.metrics.statistics import (
@@ -241,8 +241,6 @@ def markdown(summary: Mapping[str, Any], compared: Sequence[Mapping[str, Any]], 
     lines.append("- `no pretraining`: the same architecture, the text stream initialised as its preset says (MiniLM for the small presets), the rest random.")
     lines.append("- Segmentation and step localization resample videos (frames and steps of one video are not independent); "
                  "captioning resamples captions with the CIDEr document frequencies of the whole test set held fixed.")
-    for name, why in MISSING_ABLATIONS.items():
-        lines.append(f"- Ablation `{name}` is not in the table: {why}.")
     lines.append("")
     return "\n".join(lines)
 

@@ -71,6 +71,10 @@ class ActBertConfig:
     activation: str = "gelu"
     initializer_range: float = 0.02
     use_regions: bool = True  # False: the region stream is skipped ("without region cues")
+    # False: "without action cues" -- the [ACT] tokens keep their token, position and segment
+    # embeddings but never see the 3D-CNN action features (they enter as zeros, so only the
+    # projection's bias reaches the stream); the action stream stays as the tangled layers' hub
+    use_actions: bool = True
     # what the matching head reads: "cls" = the text [CLS] alone (the paper's head); "mul" = [CLS] x
     # pooled video (the released implementation's fusion, NOT the paper's; see CrossModalMatchingHead)
     match_fusion: str = "mul"

@@ -322,9 +322,12 @@ class ActBertModel(PretrainedModelMixin, nn.Module):
     def _embed_visual(self, batch: ActBertBatch, use_regions: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The action ``[B, La, Dv]`` and region ``[B, Lr, Dv]`` (None without regions) embeddings."""
         config = self.config
+        # without action cues the features are zeroed rather than skipped: the stream and every
+        # parameter stay in use (DDP needs no unused-parameter search), the input carries nothing
+        features = batch.action_features if config.use_actions else torch.zeros_like(batch.action_features)
         action = self.action_embeddings(
             visual_token_index(batch.action_token_ids, config, "action_token_ids"),
-            batch.action_features,
+            features,
             batch.action_position_ids,
             batch.action_segment_ids,
         )
