@@ -118,6 +118,33 @@ def test_known_scores_give_known_metrics(synth_tiny, tokenizer, assembler, datas
     assert model.calls == -(-n * n // 5)  # every (query, clip) pair scored once, in batches of 5
 
 
+def test_sub_galleries_rank_each_query_within_its_block(synth_tiny, tokenizer, assembler):
+    """gallery_size = G: consecutive blocks of about G clips; a query's rank counts only the clips of
+    its block (computed here from the score table by hand), and only in-block pairs are scored."""
+    assert ret.gallery_blocks(10, 3) == [(0, 4), (4, 7), (7, 10)]  # round(10 / 3) = 3 blocks, sizes 4, 3, 3
+    assert ret.gallery_blocks(10, 0) == [(0, 10)] and ret.gallery_blocks(5, 8) == [(0, 5)]
+    assert ret.gallery_blocks(9, 2) == [(0, 3), (3, 5), (5, 7), (7, 9)]  # round(4.5) = 4 (numpy rounds half to even)
+    bench = Benchmark(synth_tiny)
+    gallery = ret.youcook2_gallery(bench, assembler)
+    n = len(gallery.queries)
+    assert n >= 4, "the tiny YouCook2 gallery is too small for two blocks"
+    table = np.random.default_rng(3).normal(size=(n, n)).astype(np.float32)
+    model = TableModel(tokenizer, assembler, gallery, table)
+    record = ret.evaluate(model, assembler, bench, ret.RetrievalSettings(batch_size=1, gallery_size=n // 2), datasets=("youcook2",))[0]
+    half = round(n / (n // 2))
+    blocks = [(int(b[0]), int(b[-1]) + 1) for b in np.array_split(np.arange(n), half)]
+    assert record["gallery_blocks"] == [list(b) for b in blocks] and len(blocks) >= 2
+    expected = []
+    for a, b in blocks:
+        for i in range(a, b):
+            expected.append(1 + sum(1 for j in range(a, b) if j != i and table[i, j] >= table[i, i]))
+    assert record["ranks"] == expected
+    assert record["metrics"]["R@1"] == pytest.approx(100 * np.mean(np.array(expected) <= 1))
+    assert model.calls == sum((b - a) ** 2 for a, b in blocks)  # in-block pairs only
+    assert all(a <= t < b for (a, b) in blocks for i in range(a, b) for t in record["top5"][i])
+    assert any("sub-galleries" in note for note in record["notes"])
+
+
 def test_equal_scores_rank_every_ground_truth_last(synth_tiny, tokenizer, assembler):
     bench = Benchmark(synth_tiny)
     gallery = ret.msrvtt_gallery(bench, assembler)

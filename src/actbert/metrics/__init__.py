@@ -14,7 +14,7 @@ ROUGE-L ×100, CIDEr as is, ranks 1-based. Unusable input raises ``MetricInputEr
 from .accuracy import fill_in_blank_accuracy, multiple_choice_accuracy, multiple_choice_correct
 from .captioning import CaptionScores, caption_metrics, simple_tokenize
 from .errors import MetricInputError
-from .retrieval import ground_truth_ranks, retrieval_metrics
+from .retrieval import ground_truth_ranks, rank_metrics, retrieval_metrics
 from .segmentation import frame_accuracy, per_class_accuracy, segmentation_metrics
 from .step_localization import StepLocalizationVideo, crosstask_recall, video_step_hits
 from .table import format_value, markdown_row, markdown_table
@@ -34,6 +34,7 @@ __all__ = [
     "multiple_choice_accuracy",
     "multiple_choice_correct",
     "per_class_accuracy",
+    "rank_metrics",
     "retrieval_metrics",
     "segmentation_metrics",
     "simple_tokenize",

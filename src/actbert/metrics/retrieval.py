@@ -55,7 +55,14 @@ def retrieval_metrics(
     similarity: np.ndarray, gt_index: Sequence[int] | np.ndarray | None = None, ks: Sequence[int] = (1, 5, 10)
 ) -> dict[str, float]:
     """R@K for each K in ``ks`` (percent), ``MedR``, ``MeanR`` and ``num_queries``."""
-    ranks = ground_truth_ranks(similarity, gt_index)
+    return rank_metrics(ground_truth_ranks(similarity, gt_index), ks)
+
+
+def rank_metrics(ranks: Sequence[int] | np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`retrieval_metrics` from the ground-truth ranks ``[num_texts]`` themselves (1-based)."""
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or ranks.size == 0 or (ranks < 1).any():
+        raise MetricInputError(f"ranks: expected a non-empty 1-D array of 1-based ranks, got shape {ranks.shape}")
     results: dict[str, float] = {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in ks}
     results["MedR"] = float(np.median(ranks))
     results["MeanR"] = float(np.mean(ranks))

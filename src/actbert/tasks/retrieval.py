@@ -29,6 +29,14 @@ capability, an exact faiss index, :mod:`actbert.tasks.index`); ``two-stage`` sho
 forward passes instead of ``T x V``; clips outside the shortlist rank below it, in embedding
 order. With ``k`` = the gallery size, two-stage is the exhaustive ranking.
 
+Sub-galleries (``gallery_size`` = G > 0, off by default): the clips, in the gallery's order, are cut
+into ``round(V / G)`` consecutive blocks of nearly equal size (``np.array_split``) and each query is
+ranked among the clips of its own block only -- ``V x G`` pairs instead of ``V x V``, for budgets
+where the cross-encoder cannot score every pair (the comparison benchmark, ``actbert compare``).
+Consecutive rather than random blocks keep a YouCook2 segment's hardest distractors, the other
+segments of its own video, in its block. Recalls are then "among about G candidates", not the
+paper's numbers; every record says so in its notes and ``gallery_blocks``.
+
 Any model with the ``pair_scores`` capability runs here; its own processor lays out the pairs
 (a converted PaddleVideo checkpoint gets PaddleVideo's MSR-VTT test layout,
 :mod:`actbert.models.paddlevideo.processing`).
@@ -45,7 +53,7 @@ import torch
 
 from actbert.config import AT_LEAST_ONE, FRACTION, Range
 from actbert.data import readers
-from actbert.metrics.retrieval import ground_truth_ranks, retrieval_metrics
+from actbert.metrics.retrieval import ground_truth_ranks, rank_metrics
 from actbert.data.clips import ClipAssembler
 from actbert.models.interface import device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
@@ -73,6 +81,9 @@ class RetrievalSettings:
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
     max_queries: int = 0  # 0 = the whole gallery; else the first N clips (budgeted runs say so)
+    # 0 = every query against the whole gallery (the paper's protocol); G > 0: the gallery is cut into
+    # consecutive blocks of about G clips and each query is ranked within its own block (module docstring)
+    gallery_size: int = 0
     use_regions: bool = True
     # fine-tuning (MSR-VTT training split)
     steps: int = 60
@@ -197,13 +208,47 @@ def gallery_scores(model: Any, assembler: ClipAssembler, gallery: Gallery, setti
     return score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
 
 
+def gallery_blocks(num_clips: int, gallery_size: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each sub-gallery: ``round(V / G)`` consecutive, nearly equal blocks (at
+    least one; ``gallery_size`` 0 or >= V = the whole gallery)."""
+    if gallery_size <= 0 or gallery_size >= num_clips:
+        return [(0, num_clips)]
+    bounds = np.cumsum([0] + [len(b) for b in np.array_split(np.arange(num_clips), max(1, round(num_clips / gallery_size)))])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def block_ranks(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Each query's rank within its sub-gallery ``[T]`` and its top 5 clips ``[T, <=5]`` (gallery
+    indices), scoring ``settings.mode`` block by block. Needs text ``i`` <-> clip ``i``."""
+    if not np.array_equal(gallery.gt_index, np.arange(len(gallery.queries))) or len(gallery.clips) != len(gallery.queries):
+        raise TaskError(f"{gallery.dataset}: retrieval setting 'gallery_size' needs one query per clip (text i <-> clip i)")
+    blocks = gallery_blocks(len(gallery.clips), settings.gallery_size)
+    ranks, top = [], []
+    for a, b in blocks:
+        part = Gallery(gallery.dataset, gallery.protocol, gallery.queries[a:b], gallery.clips[a:b], np.arange(b - a), [])
+        scores = gallery_scores(model, assembler, part, settings)
+        ranks.append(ground_truth_ranks(scores, part.gt_index))
+        top.append(a + np.argsort(-scores, axis=1, kind="stable")[:, :5])
+    width = min(t.shape[1] for t in top)
+    return np.concatenate(ranks), np.concatenate([t[:, :width] for t in top]), blocks
+
+
 def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings, variant: str = "", protocol_suffix: str = "zero-shot") -> dict:
-    """Score a gallery and turn it into a results record (plus per-query ranks)."""
+    """Score a gallery (whole, or in sub-galleries with ``gallery_size``) and turn it into a results
+    record (plus per-query ranks)."""
     start = time.perf_counter()
-    scores = gallery_scores(model, assembler, gallery, settings)
-    metrics = retrieval_metrics(scores, gallery.gt_index)
-    ranks = ground_truth_ranks(scores, gallery.gt_index)
+    if len(gallery_blocks(len(gallery.clips), settings.gallery_size)) > 1:
+        ranks, top5, blocks = block_ranks(model, assembler, gallery, settings)
+    else:
+        scores = gallery_scores(model, assembler, gallery, settings)
+        ranks, blocks = ground_truth_ranks(scores, gallery.gt_index), [(0, len(gallery.clips))]
+        top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    metrics = rank_metrics(ranks)
     notes = []
+    if len(blocks) > 1:
+        sizes = sorted({b - a for a, b in blocks})
+        notes.append(f"ranked within {len(blocks)} consecutive sub-galleries of {'-'.join(map(str, sizes))} clips "
+                     f"(gallery_size={settings.gallery_size}), not against the whole gallery of {len(gallery.clips)}")
     if settings.mode == "bi-encoder":
         notes.append("mode=bi-encoder: ranked by the embedding similarity (encode_text . encode_video, exact faiss index)")
     elif settings.mode == "two-stage":
@@ -230,7 +275,8 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
             "clips": [c.name or c.video_id for c in gallery.clips],
             "clip_videos": [c.video_id for c in gallery.clips],
             "ranks": ranks.tolist(),
-            "top5": np.argsort(-scores, axis=1, kind="stable")[:, :5].tolist(),
+            "top5": top5.tolist(),
+            "gallery_blocks": [list(b) for b in blocks],
             "skipped": gallery.skipped,
         },
     )
