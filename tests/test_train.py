@@ -373,3 +373,24 @@ def test_text_init_warning_for_a_bert_base_text_stream(random_dir, tmp_path, cap
     monkeypatch.setattr(ActBertConfig, "text_init_warning", lambda self: message)
     train(tiny(random_dir, *quick), tmp_path / "warned")
     assert capsys.readouterr().err.count("warning: model.text_init is not set") == 1
+
+
+def test_bf16_auto_trains_as_the_hardware_decides(random_dir, tmp_path, capsys, monkeypatch):
+    """train.bf16=auto gives the same losses as bf16=true where the CPU has native bf16 and as
+    bf16=false where it has not, and says which it chose."""
+    from actbert.utils import precision
+
+    quick = ("train.max_steps=2", "train.checkpoint_every=0", "train.log_every=1")
+
+    def losses(run: str, *extra: str) -> list[dict]:
+        train(tiny(random_dir, *quick, *extra), tmp_path / run)
+        return losses_only([json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()])
+
+    explicit = {"bf16": losses("bf16", "train.bf16=true"), "fp32": losses("fp32", "train.bf16=false")}
+    assert explicit["bf16"] != explicit["fp32"]  # the two precisions are told apart
+    for flags, expected in (({"avx2"}, "fp32"), ({"avx2", "amx_bf16"}, "bf16")):
+        monkeypatch.setattr(precision, "cpu_flags", lambda flags=flags: frozenset(flags))
+        capsys.readouterr()
+        assert losses(f"auto-{expected}", "train.bf16=auto") == explicit[expected]
+        said = capsys.readouterr().out
+        assert "train.bf16=auto: " + ("bf16 autocast" if expected == "bf16" else "fp32") in said

@@ -105,11 +105,11 @@ PROFILES: dict[str, CompareProfile] = {
         budget=["train.max_steps=250", "train.batch_size=16", "optim.lr=2e-4", "optim.warmup_steps=25",
                 "train.log_every=10", "train.checkpoint_every=50", "data.num_workers=0"],
         tasks={
-            "retrieval": {"steps": 40, "dtype": "bf16", "gallery_size": 50},
+            "retrieval": {"steps": 40, "dtype": "auto", "gallery_size": 50},
             "captioning": {"steps": 60, "beam_size": 1},
-            "videoqa": {"steps": 40, "dtype": "bf16"},
+            "videoqa": {"steps": 40, "dtype": "auto"},
             "segmentation": {"steps": 80},
-            "step_localization": {"units": "clips", "dtype": "bf16"},
+            "step_localization": {"units": "clips", "dtype": "auto"},
         },
     ),
     # tests: the tiny benchmark and the tiny presets (seconds per stage)

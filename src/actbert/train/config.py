@@ -103,7 +103,9 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 200  # 0 = only at the end
     keep_checkpoints: int = 2
-    bf16: bool = True  # bf16 autocast (CPU and CUDA)
+    # bf16 autocast (CPU and CUDA): true | false | auto (bf16 where the device has native bf16
+    # matrix units, else fp32 -- utils/precision.py says why; the loop logs what it chose)
+    bf16: bool | Literal["auto"] = True
     # torch.compile the model for the loop's forward/backward (checkpoints and the model folder are
     # written from the uncompiled module: no "_orig_mod." keys); compile_backend: torch.compile's backend
     compile: bool = False

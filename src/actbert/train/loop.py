@@ -53,6 +53,7 @@ from actbert.train.config import PretrainConfig
 from actbert.train.metrics_log import MetricsLog, plot_metrics
 from actbert.utils.io import atomic_write_json, read_json
 from actbert.utils.precision import autocast as autocast_context
+from actbert.utils.precision import resolve_dtype
 from actbert.utils.schedule import lr_factor
 
 
@@ -331,7 +332,10 @@ def train(cfg: PretrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                 plot_metrics(run_dir / "metrics.jsonl", run_dir / "metrics.png")
         distributed.barrier(info)
 
-    autocast = autocast_context("bf16" if t.bf16 else "fp32", device.type)
+    precision = resolve_dtype("auto" if t.bf16 == "auto" else ("bf16" if t.bf16 else "fp32"), device.type)
+    if t.bf16 == "auto" and main:
+        print(f"train.bf16=auto: {'bf16 autocast' if precision == 'bf16' else 'fp32 (no native bf16 matrix units on this ' + device.type + ')'}")
+    autocast = autocast_context(precision, device.type)
     progress = tqdm(total=t.max_steps, initial=step, desc="pretrain", unit="step", disable=not (main and t.progress))
     first: dict[str, float] | None = None
     last: dict[str, float] | None = None

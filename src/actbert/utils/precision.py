@@ -8,6 +8,12 @@
   torch's own bf16 kernels (which accumulate in fp32 internally). Autocast stays on around it only
   for the fp32 inputs (features, masks turned into scores): casting a tensor that is already bf16
   is free, so the weights are not re-cast per call.
+* ``auto``: ``bf16`` where the device multiplies bf16 matrices natively (:func:`native_bf16`), else
+  ``fp32``. Why: on a CPU without bf16 instructions (AVX2 only, e.g. many AMD EPYC and older Intel
+  parts) torch falls back to a scalar bf16 GEMM; measured on such a 2-core machine (AMD EPYC,
+  AVX2, torch 2.14.1, one thread), the small preset's pretraining step on the bench store took
+  35-43 s in bf16 autocast against 3.4-3.9 s in fp32 (``benchmarks/train_step.py --dtypes fp32
+  bf16`` measures the ratio on the machine at hand).
 """
 
 from __future__ import annotations
@@ -20,14 +26,49 @@ from torch import nn
 
 from actbert.errors import ActBertError
 
-DTYPES = ("fp32", "bf16", "bf16-weights")
+DTYPES = ("fp32", "bf16", "bf16-weights", "auto")
 BF16_WEIGHTS = "bf16-weights"
+AUTO = "auto"
+# x86 CPU flags (Linux /proc/cpuinfo) of native bf16 matrix arithmetic; "bf16" is aarch64's (ARMv8.6 BF16)
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux reports them (``flags`` on x86, ``Features`` on ARM); empty
+    where /proc/cpuinfo does not exist (then :func:`native_bf16` says False for the CPU)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether ``device_type`` runs bf16 matrix multiplies natively: CUDA as torch reports it, a CPU
+    by its flags (AVX512-BF16, AMX-BF16 or ARM's BF16)."""
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type == "cpu":
+        return bool(_BF16_CPU_FLAGS & cpu_flags())
+    return False
+
+
+def resolve_dtype(dtype: str | None, device_type: str = "cpu") -> str | None:
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; any other dtype unchanged."""
+    if dtype == AUTO:
+        return "bf16" if native_bf16(device_type) else "fp32"
+    return dtype
 
 
 def autocast(dtype: str | None, device_type: str = "cpu") -> torch.autocast:
     """``torch.autocast`` in bf16 for ``"bf16"`` (and ``"bf16-weights"``, whose weights
     :func:`inference_precision` casts) on ``device_type`` (``"cpu"`` / ``"cuda"``), a disabled one
-    for ``"fp32"`` / None."""
+    for ``"fp32"`` / None; ``"auto"`` as :func:`resolve_dtype` decides."""
+    dtype = resolve_dtype(dtype, device_type)
     if dtype in (None, "fp32", "float32"):
         return torch.autocast(device_type, enabled=False)
     if dtype in ("bf16", "bfloat16", BF16_WEIGHTS):
@@ -89,7 +130,9 @@ def _retie(saved: list[tuple[nn.Module, str, bool, torch.Tensor]]) -> None:
 @contextmanager
 def inference_precision(model: nn.Module, dtype: str | None, device_type: str = "cpu") -> Iterator[nn.Module]:
     """The precision of a whole inference loop: ``fp32`` / ``bf16`` as :func:`autocast`,
-    ``bf16-weights`` casts the model once (:func:`bf16_weights`) for everything inside."""
+    ``bf16-weights`` casts the model once (:func:`bf16_weights`) for everything inside; ``auto``
+    is ``bf16`` autocast or ``fp32`` (:func:`resolve_dtype`)."""
+    dtype = resolve_dtype(dtype, device_type)
     if dtype == BF16_WEIGHTS:
         with bf16_weights(model), autocast(dtype, device_type):
             yield model
@@ -149,4 +192,5 @@ class MasterWeights:
         return state
 
 
-__all__ = ["BF16_WEIGHTS", "DTYPES", "MasterWeights", "autocast", "bf16_weights", "inference_precision"]
+__all__ = ["AUTO", "BF16_WEIGHTS", "DTYPES", "MasterWeights", "autocast", "bf16_weights", "cpu_flags", "inference_precision",
+           "native_bf16", "resolve_dtype"]
