@@ -219,13 +219,15 @@ def gallery_blocks(num_clips: int, gallery_size: int) -> list[tuple[int, int]]:
 
 def block_ranks(model: Any, assembler: ClipAssembler, gallery: Gallery, settings: RetrievalSettings) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Each query's rank within its sub-gallery ``[T]`` and its top 5 clips ``[T, <=5]`` (gallery
-    indices), scoring ``settings.mode`` block by block. Needs text ``i`` <-> clip ``i``."""
-    if not np.array_equal(gallery.gt_index, np.arange(len(gallery.queries))) or len(gallery.clips) != len(gallery.queries):
-        raise TaskError(f"{gallery.dataset}: retrieval setting 'gallery_size' needs one query per clip (text i <-> clip i)")
+    indices), scoring ``settings.mode`` block by block (one block: the whole gallery). Several
+    blocks need text ``i`` <-> clip ``i``."""
     blocks = gallery_blocks(len(gallery.clips), settings.gallery_size)
+    identity = len(gallery.clips) == len(gallery.queries) and np.array_equal(gallery.gt_index, np.arange(len(gallery.queries)))
+    if len(blocks) > 1 and not identity:
+        raise TaskError(f"{gallery.dataset}: retrieval setting 'gallery_size' needs one query per clip (text i <-> clip i)")
     ranks, top = [], []
     for a, b in blocks:
-        part = Gallery(gallery.dataset, gallery.protocol, gallery.queries[a:b], gallery.clips[a:b], np.arange(b - a), [])
+        part = gallery if len(blocks) == 1 else Gallery(gallery.dataset, gallery.protocol, gallery.queries[a:b], gallery.clips[a:b], np.arange(b - a), [])
         scores = gallery_scores(model, assembler, part, settings)
         ranks.append(ground_truth_ranks(scores, part.gt_index))
         top.append(a + np.argsort(-scores, axis=1, kind="stable")[:, :5])
@@ -237,12 +239,7 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
     """Score a gallery (whole, or in sub-galleries with ``gallery_size``) and turn it into a results
     record (plus per-query ranks)."""
     start = time.perf_counter()
-    if len(gallery_blocks(len(gallery.clips), settings.gallery_size)) > 1:
-        ranks, top5, blocks = block_ranks(model, assembler, gallery, settings)
-    else:
-        scores = gallery_scores(model, assembler, gallery, settings)
-        ranks, blocks = ground_truth_ranks(scores, gallery.gt_index), [(0, len(gallery.clips))]
-        top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    ranks, top5, blocks = block_ranks(model, assembler, gallery, settings)
     metrics = rank_metrics(ranks)
     notes = []
     if len(blocks) > 1:
