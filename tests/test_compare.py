@@ -1,6 +1,6 @@
 """``actbert compare`` end to end on the tiny size: ActBERT + VLM, one seed, with ActBERT's
-ablations; interrupted in the middle of the task stages, then resumed; the report's numbers are
-checked against the metrics the tasks themselves wrote."""
+ablations; interrupted after ActBERT's unit, then resumed with two worker processes; the report's
+numbers are checked against the metrics the tasks themselves wrote."""
 
 from __future__ import annotations
 
@@ -21,23 +21,29 @@ def test_compare_tiny_two_models_resumes_after_an_interruption(synth_tiny: Path,
     out = tmp_path / "cmp"
     shutil.copytree(synth_tiny, out / "synth")  # the synth stage's output (tiny, seed 0): skipped below
 
-    def stop_at_vlm_tasks(message: str) -> None:
-        if message.endswith("tasks vlm seed0: running"):
+    def stop_at_vlm_pretraining(message: str) -> None:
+        if message.endswith("pretrain vlm seed0: running"):
             raise Interrupt(message)
 
+    # one process, unit by unit (ActBERT's pretraining, its tasks, VLM's pretraining, ...): stopped at VLM
     with pytest.raises(Interrupt):
-        run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=stop_at_vlm_tasks, progress=False)
+        run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=stop_at_vlm_pretraining, progress=False)
     paths = ComparePaths(out)
     first = paths.run("actbert", 0).result_file("retrieval", "pretrained")
     assert first.exists() and not paths.run("vlm", 0).result_file("retrieval", "pretrained").exists()
     stamp = first.stat().st_mtime_ns
 
+    # resumed with two worker processes: VLM and the two ablation runs are left, each a unit
     messages: list[str] = []
-    report = run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=messages.append, progress=False)
+    report = run_compare(out, models=["actbert", "vlm"], size="tiny", seeds=1, log=messages.append, progress=False, jobs=2)
     stages = json.loads((out / "stages.json").read_text())
-    for name in ("synth", "extract", "pretrain actbert seed0", "pretrain vlm seed0", "tasks actbert seed0"):
+    for name in ("synth", "extract", "pretrain actbert seed0", "tasks actbert seed0"):
         assert stages[name]["skipped_last_run"], name
-    assert not stages["tasks vlm seed0"]["skipped_last_run"]
+    for run in ("vlm", "actbert-no-tangled", "actbert-no-actions"):
+        for stage in ("pretrain", "tasks"):
+            assert not stages[f"{stage} {run} seed0"]["skipped_last_run"] and stages[f"{stage} {run} seed0"]["seconds"] > 0
+        assert "pretrain: 100%" in (paths.run(run, 0).root / "compare.log").read_text()  # the worker's output went to its log
+    assert any("3 unit(s) in 2 worker process(es)" in m for m in messages)
     assert first.stat().st_mtime_ns == stamp  # finished results were not redone
 
     data = json.loads((out / "report.json").read_text())

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ablations", action="store_true", help="leave out ActBERT's ablations")
     parser.add_argument("--out", default="runs/compare", help="run folder (re-running resumes: finished stages are skipped)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice, all cores)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="(run, seed) units at once, each a worker process with --threads threads (0: cores / jobs)")
     parser.add_argument("--report-only", action="store_true", help="rebuild OUT/report.md from what OUT holds")
 
 
@@ -30,6 +32,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = run_compare(args.out, models=args.models, size=args.size, seeds=args.seeds,
                          ablations=not args.no_ablations and args.ablation_seeds > 0,
-                         ablation_seeds=args.ablation_seeds, threads=args.threads)
+                         ablation_seeds=args.ablation_seeds, threads=args.threads, jobs=args.jobs)
     print(f"report: {report}")
     return 0

@@ -13,6 +13,9 @@ stopped; ``OUT/stages.json`` keeps each stage's seconds):
 8.   ``tasks <run> seed<k>``: the demo's task stage (``demo.run_tasks``) on that run, for the
      variants the report keeps (the others get a ``not_applicable`` result file first, so the
      demo's stage skips them)
+     With ``jobs`` > 1, stages 7-8 run as units (a run's pretraining, then its tasks), that many
+     at once in worker processes, each with ``threads`` torch threads (on a 2-core CPU: two
+     one-thread workers)
 9.   ``report``: ``OUT/report.md``, ``OUT/report.json``, ``OUT/report/*.png`` (always rebuilt)
 
 Seeds: seed ``k`` pretrains with ``train.seed=k`` and fine-tunes / evaluates with seed ``k``; the
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -77,6 +82,18 @@ class CompareBook(StageBook):
             self.entries[name] = {"seconds": round(seconds, 1), "skipped_last_run": False}
             self._save()
             self.log(f"[compare {self.index}/{self.total}] {name}: done in {seconds:.1f} s")
+        self.bar.update(1)
+
+    def record(self, name: str, entry: dict[str, Any]) -> None:
+        """A stage a worker process ran (``UnitBook``): keep its seconds, advance the bar."""
+        self.index += 1
+        if entry.get("skipped_last_run"):
+            self.entries.setdefault(name, {"seconds": None})["skipped_last_run"] = True
+            self.log(f"[compare {self.index}/{self.total}] {name}: already done, skipped")
+        else:
+            self.entries[name] = entry
+            self.log(f"[compare {self.index}/{self.total}] {name}: done in {entry['seconds']:.1f} s (worker)")
+        self._save()
         self.bar.update(1)
 
     def close(self) -> None:
@@ -137,8 +154,13 @@ def _skip_unreported(run_paths: RunPaths, run: str, kept: Sequence[Row], seed: i
 def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str = "bench", seeds: int = 1,
                 ablations: bool = True, ablation_seeds: int = 1, tasks: Sequence[str] = TASK_NAMES,
                 profile: CompareProfile | None = None, log: Callable[[str], None] = print, progress: bool = True,
-                threads: int = 0) -> Path:
-    """Run (or resume) a comparison into ``out``; returns the report path (module docstring)."""
+                threads: int = 0, jobs: int = 1) -> Path:
+    """Run (or resume) a comparison into ``out``; returns the report path (module docstring).
+
+    ``jobs`` > 1 runs that many (run, seed) units -- each its pretraining, then its tasks -- at once
+    in worker processes (``_run_units``); ``threads`` is then each worker's torch thread count
+    (0: the machine's cores divided by ``jobs``).
+    """
     from actbert.compare.report import write_report
 
     unknown = [m for m in models if m not in FAMILIES]
@@ -146,6 +168,8 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         raise CompareError(f"--models: unknown family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
     if seeds < 1 or ablation_seeds < 0:
         raise CompareError(f"--seeds: must be >= 1 (got {seeds}); --ablation-seeds >= 0 (got {ablation_seeds})")
+    if jobs < 1:
+        raise CompareError(f"--jobs: must be >= 1 (got {jobs})")
     if profile is None:
         if size not in PROFILES:
             raise CompareError(f"--size: no comparison profile {size!r} (known: {', '.join(PROFILES)})")
@@ -162,7 +186,9 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         before = json.loads(settings_path.read_text(encoding="utf-8"))
         if before.get("profile") != settings["profile"]:
             raise CompareError(f"{settings_path}: field 'profile': this folder was run with another profile; use a new --out")
-    atomic_write_json(settings_path, {**settings, "threads": threads})
+    if jobs > 1 and threads == 0:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+    atomic_write_json(settings_path, {**settings, "threads": threads, "jobs": jobs})
     if threads > 0:  # after the check: the thread count changes the speed, not what is computed
         import torch
 
@@ -190,25 +216,129 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         if "videobert" in models:
             book.stage("visual_vocab", lambda: (paths.visual_vocab / "build_report.json").exists(),
                        lambda: _visual_vocab(profile, paths))
+        units = []
         for run, seed in run_seeds:
             family, extra = pretraining[run]
-            demo_profile = run_profile(profile, run, family, extra, paths)
-            rp = paths.run(run, seed)
-            book.stage(f"pretrain {run} seed{seed}", lambda rp=rp: (rp.model / "config.json").exists() and (rp.root / "flops.json").exists(),
-                       lambda rp=rp, dp=demo_profile, seed=seed: _pretrain_and_count(dp, rp, seed))
-        for run, seed in run_seeds:
-            family, extra = pretraining[run]
-            demo_profile = run_profile(profile, run, family, extra, paths)
             rp = paths.run(run, seed)
             _skip_unreported(rp, run, kept, seed, ablation_seeds, tasks)
-            book.stage(f"tasks {run} seed{seed}",
-                       lambda rp=rp: all(rp.result_file(t, v).exists() for t in tasks for v in VARIANTS),
-                       lambda rp=rp, dp=demo_profile, seed=seed: run_tasks(rp, dp, seed, tasks, log))
+            units.append(Unit(run, seed, run_profile(profile, run, family, extra, paths), rp, tuple(tasks)))
+        _run_units(units, book, jobs, threads, log)
         report = paths.root / "report.md"
         book.stage("report", lambda: False, lambda: write_report(paths, log=log))
     finally:
         book.close()
     return report
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (pretraining run, seed): its pretraining stage, then its task stage."""
+
+    run: str
+    seed: int
+    profile: DemoProfile
+    paths: RunPaths
+    tasks: tuple[str, ...]
+
+    @property
+    def stages(self) -> tuple[str, str]:
+        return f"pretrain {self.run} seed{self.seed}", f"tasks {self.run} seed{self.seed}"
+
+    def done(self) -> tuple[bool, bool]:
+        rp = self.paths
+        pretrained = (rp.model / "config.json").exists() and (rp.root / "flops.json").exists()
+        return pretrained, all(rp.result_file(t, v).exists() for t in self.tasks for v in VARIANTS)
+
+
+def run_unit(unit: Unit, book: CompareBook | UnitBook, log: Callable[[str], None]) -> None:
+    """A unit's two stages through ``book``: the comparison's own (one process) or a worker's (``jobs`` > 1)."""
+    pretrain, tasks = unit.stages
+    book.stage(pretrain, lambda: unit.done()[0], lambda: _pretrain_and_count(unit.profile, unit.paths, unit.seed))
+    book.stage(tasks, lambda: unit.done()[1], lambda: run_tasks(unit.paths, unit.profile, unit.seed, unit.tasks, log))
+
+
+class UnitBook:
+    """A worker's stage book: it times the unit's stages and hands them back to the comparison's
+    book, which alone writes ``OUT/stages.json`` (two workers never write the same file)."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def stage(self, name: str, done: Callable[[], bool], work: Callable[[], Any]) -> None:
+        if done():
+            self.entries[name] = {"skipped_last_run": True}
+            return
+        self.log(f"{name}: running")
+        start = time.perf_counter()
+        work()
+        self.entries[name] = {"seconds": round(time.perf_counter() - start, 1), "skipped_last_run": False}
+        self.log(f"{name}: done in {self.entries[name]['seconds']:.1f} s")
+
+
+def _unit_worker(unit: Unit, threads: int) -> dict[str, dict[str, Any]]:
+    """In a worker process: the unit's stages, with everything it prints going to ``<run>/compare.log``
+    (two training progress bars on one terminal would be unreadable)."""
+    import sys
+
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    unit.paths.root.mkdir(parents=True, exist_ok=True)
+    with open(unit.paths.root / "compare.log", "a", encoding="utf-8", buffering=1) as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+
+        def log(message: str) -> None:
+            print(message, flush=True)
+
+        book = UnitBook(log)
+        try:
+            run_unit(unit, book, log)
+        finally:  # the pool may hand this process the next unit: stop writing to this one's log
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    return book.entries
+
+
+def _run_units(units: list[Unit], book: CompareBook, jobs: int, threads: int, log: Callable[[str], None]) -> None:
+    """Every unit, one after the other (``jobs`` = 1) or ``jobs`` at a time in worker processes.
+
+    A worker's stages enter ``OUT/stages.json`` when its unit ends. A unit that fails is reported
+    and the others go on; the comparison then stops before the report, naming each failed unit
+    (re-running resumes them).
+    """
+    if jobs == 1:
+        for unit in units:
+            run_unit(unit, book, log)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pending = [u for u in units if not all(u.done())]
+    for unit in units:
+        if unit not in pending:
+            for name in unit.stages:
+                book.stage(name, lambda: True, lambda: None)
+    log(f"[compare] {len(pending)} unit(s) in {min(jobs, len(pending))} worker process(es), {threads} thread(s) each; "
+        f"each writes its log to <run>/compare.log")
+    failed: list[str] = []
+    # spawn, not fork: the parent may already hold torch's thread pools
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_unit_worker, unit, threads): unit for unit in pending}
+        for future in as_completed(futures):
+            unit = futures[future]
+            try:
+                entries = future.result()
+            except Exception as error:  # noqa: BLE001 -- reported, the other units go on
+                failed.append(f"{unit.run} seed{unit.seed}: {type(error).__name__}: {error} (log: {unit.paths.root / 'compare.log'})")
+                log(f"[compare] unit {unit.run} seed{unit.seed} failed: {failed[-1]}")
+                continue
+            for name in unit.stages:
+                book.record(name, entries[name])
+    if failed:
+        raise CompareError(f"{len(failed)} unit(s) failed, the others finished (re-run to resume): " + "; ".join(failed))
 
 
 def _pretrain_and_count(demo_profile: DemoProfile, run_paths: RunPaths, seed: int) -> None:
