@@ -11,6 +11,7 @@ import torch
 
 from actbert.errors import ActBertError
 from actbert.models import registry as model_registry
+from actbert.models.interface import factorizes
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.models.vlm import VLMForPretraining
 from actbert.tasks import index as gindex
@@ -44,7 +45,8 @@ def settings(**kw):
 
 def test_two_stage_with_k_the_gallery_size_is_exhaustive(setup):
     model, assembler, _, gallery, _, _ = setup
-    exhaustive = ret.gallery_scores(model, assembler, gallery, settings())
+    # every pair through pair_scores (VLM's would otherwise come from its factorized embeddings)
+    exhaustive = ret.gallery_scores(model, assembler, gallery, settings(factored=False))
     full = ret.gallery_scores(model, assembler, gallery, settings(mode="two-stage", k=len(gallery.clips)))
     np.testing.assert_array_equal(full, exhaustive)
     # a short list keeps its k reranked clips on top, in pair-score order
@@ -75,6 +77,26 @@ def test_bi_encoder_is_the_hand_computed_similarity(setup):
     assert record["settings"]["mode"] == "bi-encoder" and any("mode=bi-encoder" in n for n in record["notes"])
     gt_rank = [int((hand[t] > hand[t, t]).sum() + (hand[t] == hand[t, t]).sum()) for t in range(len(hand))]
     assert record["ranks"] == gt_rank
+
+
+def test_factored_scores_are_the_pair_scores(setup):
+    """VLM's pair scores factorize: the exhaustive matrix from one pass per query and per clip equals
+    every pair run through pair_scores; a model that does not declare it keeps the pair path."""
+    model, assembler, _, gallery, _, _ = setup
+    assert model.pair_scores_factorize and factorizes(model)
+    pairs = ret.gallery_scores(model, assembler, gallery, settings(factored=False))
+    factored = ret.gallery_scores(model, assembler, gallery, settings())
+    np.testing.assert_allclose(factored, pairs, rtol=1e-5, atol=1e-5)
+    assert np.abs(pairs - pairs.mean()).max() > 1e-3  # the scores are not all alike
+    (record,) = [r for r in ret.evaluate(model, assembler, setup[2], settings(max_queries=8)) if r["dataset"] == "youcook2"]
+    assert any("factorize" in n for n in record["notes"])
+    hand_ranks = [int((pairs[t] > pairs[t, t]).sum() + (pairs[t] == pairs[t, t]).sum()) for t in range(len(pairs))]
+    assert record["ranks"] == hand_ranks
+
+    class PairsOnly:  # the embeddings, but pair_scores that are not their similarity
+        pair_scores_factorize = False
+        encode_text = encode_video = pair_scores = staticmethod(lambda batch: None)
+    assert not factorizes(PairsOnly())
 
 
 def test_index_round_trip_and_refusals(setup, tmp_path):

@@ -42,6 +42,13 @@ capability (:func:`require`):
                        mask); the captioning task then trains and decodes with these, no decoder.
 =====================  =========================================================================
 
+A model whose ``pair_scores`` *is* the similarity of its embeddings -- ``encode_text(b) .
+encode_video(b)``, the cosine with ``embeddings_normalized`` -- says so with the class attribute
+``pair_scores_factorize = True`` (VLM: MMPT scores retrieval by the dot product of the separately
+pooled text and video). A task that scores every text against every video (retrieval's
+``score_matrix``) then encodes each text and each video once, ``T + V`` passes instead of ``T x V``,
+and gets the same scores (:func:`factorizes`).
+
 A model whose capability depends on its configuration (ActBERT's ``embeddings`` exist only with
 projection heads, ``embed_dim > 0``) defines ``has_capability(name) -> bool``; a capability whose
 methods exist but that this hook denies counts as absent (:func:`capabilities_of`, :func:`require`).
@@ -105,6 +112,9 @@ class VideoTextModel(PretrainedModelMixin, nn.Module):
         """Named parameter groups for ``optim.lr_scales`` (default: none)."""
         return {}
 
+    # True where pair_scores(b) == encode_text(b) . encode_video(b) (module docstring)
+    pair_scores_factorize: bool = False
+
     def pair_loss(self, batch: Any, labels: torch.Tensor) -> torch.Tensor:
         """Loss that trains :meth:`pair_scores`; ``labels [B]`` float, 1 = the pair matches."""
         return F.binary_cross_entropy_with_logits(self.pair_scores(batch).float(), labels.float().to(device_of(self)))
@@ -132,6 +142,12 @@ def _missing_methods(model: Any, capability: str) -> list[str]:
     if not missing and not isinstance(model, type) and callable(hook) and not hook(capability):
         missing = [f"usable {' / '.join(CAPABILITIES[capability])}: switched off by the model's configuration"]
     return missing
+
+
+def factorizes(model: Any) -> bool:
+    """Whether ``model``'s pair scores are its embeddings' similarity (``pair_scores_factorize``
+    and the ``embeddings`` capability): a text x video score matrix from one pass per text and per video."""
+    return bool(getattr(model, "pair_scores_factorize", False)) and not _missing_methods(model, "embeddings")
 
 
 def capabilities_of(model: Any) -> frozenset[str]:
@@ -162,6 +178,7 @@ __all__ = [
     "VideoTextModel",
     "capabilities_of",
     "device_of",
+    "factorizes",
     "model_name",
     "parameter_groups_of",
     "require",

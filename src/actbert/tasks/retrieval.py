@@ -29,6 +29,11 @@ capability, an exact faiss index, :mod:`actbert.tasks.index`); ``two-stage`` sho
 forward passes instead of ``T x V``; clips outside the shortlist rank below it, in embedding
 order. With ``k`` = the gallery size, two-stage is the exhaustive ranking.
 
+A model whose pair scores factorize (``pair_scores_factorize``, VLM: the dot product of the
+separately pooled text and video) gets the exhaustive matrix from one ``encode_text`` per query and
+one ``encode_video`` per clip, ``T + V`` passes instead of ``T x V`` -- the same scores up to float
+rounding (``factored``; false: every pair through ``pair_scores``).
+
 Sub-galleries (``gallery_size`` = G > 0, off by default): the clips, in the gallery's order, are cut
 into ``round(V / G)`` consecutive blocks of nearly equal size (``np.array_split``) and each query is
 ranked among the clips of its own block only -- ``V x G`` pairs instead of ``V x V``, for budgets
@@ -55,7 +60,7 @@ from actbert.config import AT_LEAST_ONE, FRACTION, Range
 from actbert.data import readers
 from actbert.metrics.retrieval import ground_truth_ranks, rank_metrics
 from actbert.data.clips import ClipAssembler
-from actbert.models.interface import device_of, require
+from actbert.models.interface import device_of, factorizes, require
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import Benchmark, TaskError, make_record
 from actbert.train.finetune import TrainLog, train_loop
@@ -84,6 +89,8 @@ class RetrievalSettings:
     # 0 = every query against the whole gallery (the paper's protocol); G > 0: the gallery is cut into
     # consecutive blocks of about G clips and each query is ranked within its own block (module docstring)
     gallery_size: int = 0
+    # a model whose pair_scores factorize (VLM): the T x V matrix from T + V encoder passes (module docstring)
+    factored: bool = True
     use_regions: bool = True
     # fine-tuning (MSR-VTT training split)
     steps: int = 60
@@ -151,8 +158,15 @@ def score_matrix(
     dtype: str = "fp32",
     use_regions: bool = True,
     progress: bool = True,
+    factored: bool = True,
 ) -> np.ndarray:
-    """``pair_scores`` of every (query, clip) pair: float32 ``[T, V]`` (the exhaustive cross-encoder)."""
+    """``pair_scores`` of every (query, clip) pair: float32 ``[T, V]`` (the exhaustive cross-encoder);
+    with ``factored`` and a model whose pair scores factorize, ``encode_text . encode_video`` of one
+    pass per query and per clip instead (the same scores, module docstring)."""
+    if factored and factorizes(model) and len(queries) and len(clips):
+        videos = index.embed_clips(model, assembler, clips, batch_size, dtype, use_regions)
+        texts = index.embed_texts(model, assembler, queries, clips[0], batch_size, dtype, use_regions)
+        return (texts @ videos.T).astype(np.float32)
     refs = [VideoRef(c.video_id, c.start, c.end) for c in clips]
     items = [Item(refs[v], queries[t]) for t in range(len(queries)) for v in range(len(clips))]
     scores = score_items(model, assembler, items, batch_size, dtype, use_regions, TASK, progress)
@@ -205,7 +219,8 @@ def gallery_scores(model: Any, assembler: ClipAssembler, gallery: Gallery, setti
         return embedding_scores(model, assembler, gallery.queries, gallery.clips, settings)[0]
     if settings.mode == "two-stage":
         return two_stage_scores(model, assembler, gallery.queries, gallery.clips, settings)
-    return score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions)
+    return score_matrix(model, assembler, gallery.queries, gallery.clips, settings.batch_size, settings.dtype, settings.use_regions,
+                        factored=settings.factored)
 
 
 def gallery_blocks(num_clips: int, gallery_size: int) -> list[tuple[int, int]]:
@@ -246,6 +261,8 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
         sizes = sorted({b - a for a, b in blocks})
         notes.append(f"ranked within {len(blocks)} consecutive sub-galleries of {'-'.join(map(str, sizes))} clips "
                      f"(gallery_size={settings.gallery_size}), not against the whole gallery of {len(gallery.clips)}")
+    if settings.mode == "exhaustive" and settings.factored and factorizes(model):
+        notes.append("pair scores factorize: encode_text . encode_video, one pass per query and per clip")
     if settings.mode == "bi-encoder":
         notes.append("mode=bi-encoder: ranked by the embedding similarity (encode_text . encode_video, exact faiss index)")
     elif settings.mode == "two-stage":

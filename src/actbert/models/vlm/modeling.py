@@ -274,6 +274,8 @@ class VLMForPretraining(VideoTextModel):
 
     config_class = VLMConfig
     processor_class = VLMProcessor
+    # pair_scores is encode_text . encode_video: retrieval's score matrix needs one pass per text and per video
+    pair_scores_factorize = True
     # text_init: where BERT tensors go, and which of ours count as the text stream / MLM head
     text_stream_prefixes = ("bert.",)
     text_head_prefixes = ("cls.",)
