@@ -81,13 +81,28 @@ def test_one_second_clips_the_bi_encoder_is_hero_s_own_score(setup):
     clips = [ret.Clip(video, float(s), float(s) + 1.0) for s in range(4)]
     one = ret.Gallery("hand", "one-second clips", list(gallery.queries[:4]), clips, np.arange(4), [])
     sims = ret.gallery_scores(model, assembler, one, settings(mode="bi-encoder"))
-    exhaustive = ret.gallery_scores(model, assembler, one, settings())
+    exhaustive = ret.gallery_scores(model, assembler, one, settings(factored=False))
     np.testing.assert_allclose(sims, exhaustive, rtol=1e-4, atol=1e-5)
+
+
+def test_factored_scores_are_the_pair_scores(setup):
+    """HERO's VR score factors (query vector; unit frames, max cosine): one pass per query and per clip
+    gives every pair's pair_scores, across batches whose clips have different frame counts."""
+    model, assembler, gallery = setup
+    assert "factored_scores" in capabilities_of(model)
+    frames = [len(model.score_video(processor_for(model, assembler).batch([Item(VideoRef(c.video_id, c.start, c.end))]))[1][0])
+              for c in gallery.clips]
+    assert len(set(frames)) > 1  # batches pad to different widths
+    pairs = ret.gallery_scores(model, assembler, gallery, settings(factored=False))
+    factored = ret.gallery_scores(model, assembler, gallery, settings())
+    np.testing.assert_allclose(factored, pairs, rtol=1e-5, atol=1e-5)
+    # and it is not the bi-encoder's mean-frame similarity
+    assert np.abs(ret.gallery_scores(model, assembler, gallery, settings(mode="bi-encoder")) - pairs).max() > 1e-3
 
 
 def test_two_stage_with_k_the_gallery_size_is_exhaustive(setup):
     model, assembler, gallery = setup
-    exhaustive = ret.gallery_scores(model, assembler, gallery, settings())
+    exhaustive = ret.gallery_scores(model, assembler, gallery, settings(factored=False))
     full = ret.gallery_scores(model, assembler, gallery, settings(mode="two-stage", k=len(gallery.clips)))
     np.testing.assert_array_equal(full, exhaustive)
     short = ret.gallery_scores(model, assembler, gallery, settings(mode="two-stage", k=2))

@@ -137,8 +137,8 @@ def pretrained(toy_registered, tmp_path_factory):
 
 def test_capabilities_and_require(toy_registered):
     model = ToyDualModel(ToyDualConfig(vocab_size=50, action_feature_dim=4))
-    assert capabilities_of(model) == frozenset(CAPABILITIES) - {"caption_generation"}  # it captions with a decoder
-    require(model, sorted(set(CAPABILITIES) - {"caption_generation"}), "test")
+    assert capabilities_of(model) == frozenset(CAPABILITIES) - {"caption_generation", "factored_scores"}  # it captions with a decoder; its scores are joint
+    require(model, sorted(set(CAPABILITIES) - {"caption_generation", "factored_scores"}), "test")
     with pytest.raises(CapabilityError) as err:
         require(nn.Linear(2, 2), ["unit_states"], "segmentation")
     assert "Linear" in str(err.value) and "unit_states" in str(err.value)

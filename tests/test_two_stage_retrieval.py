@@ -11,6 +11,7 @@ import torch
 
 from actbert.errors import ActBertError
 from actbert.models import registry as model_registry
+from actbert.models.interface import factored_similarity as factorized_similarity_of
 from actbert.models.interface import factorizes
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.models.vlm import VLMForPretraining
@@ -80,23 +81,27 @@ def test_bi_encoder_is_the_hand_computed_similarity(setup):
 
 
 def test_factored_scores_are_the_pair_scores(setup):
-    """VLM's pair scores factorize: the exhaustive matrix from one pass per query and per clip equals
-    every pair run through pair_scores; a model that does not declare it keeps the pair path."""
+    """VLM's pair scores factor: the exhaustive matrix from one pass per query and per clip equals
+    every pair run through pair_scores."""
     model, assembler, _, gallery, _, _ = setup
-    assert model.pair_scores_factorize and factorizes(model)
+    assert factorizes(model)
     pairs = ret.gallery_scores(model, assembler, gallery, settings(factored=False))
     factored = ret.gallery_scores(model, assembler, gallery, settings())
     np.testing.assert_allclose(factored, pairs, rtol=1e-5, atol=1e-5)
     assert np.abs(pairs - pairs.mean()).max() > 1e-3  # the scores are not all alike
     (record,) = [r for r in ret.evaluate(model, assembler, setup[2], settings(max_queries=8)) if r["dataset"] == "youcook2"]
-    assert any("factorize" in n for n in record["notes"])
+    assert any("factored scores" in n for n in record["notes"])
     hand_ranks = [int((pairs[t] > pairs[t, t]).sum() + (pairs[t] == pairs[t, t]).sum()) for t in range(len(pairs))]
     assert record["ranks"] == hand_ranks
 
-    class PairsOnly:  # the embeddings, but pair_scores that are not their similarity
-        pair_scores_factorize = False
-        encode_text = encode_video = pair_scores = staticmethod(lambda batch: None)
-    assert not factorizes(PairsOnly())
+
+def test_factored_similarity_by_hand():
+    texts = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    videos = torch.tensor([[[3.0, 1.0], [-1.0, 5.0]], [[2.0, 2.0], [9.0, 9.0]]])  # [V=2, N=2, D=2]
+    valid = torch.tensor([[True, True], [True, False]])  # video 1's second vector is padding
+    # text 0: max(3, -1) = 3, max(2) = 2; text 1: max(2, 10) = 10, max(4) = 4
+    np.testing.assert_array_equal(factorized_similarity_of(texts, videos, valid), [[3.0, 2.0], [10.0, 4.0]])
+    np.testing.assert_array_equal(factorized_similarity_of(texts, videos, valid, chunk=1), [[3.0, 2.0], [10.0, 4.0]])
 
 
 def test_index_round_trip_and_refusals(setup, tmp_path):

@@ -40,14 +40,18 @@ capability (:func:`require`):
                        ``generate_captions(batch, max_words) -> [[word-piece ids]]`` (rows: a
                        video part, no text): a model that captions by itself (VLM's generation
                        mask); the captioning task then trains and decodes with these, no decoder.
+``factored_scores``    ``score_text(batch) -> [B, D]`` and ``score_video(batch) -> (vectors
+                       [B, N, D], valid [B, N] bool)`` whose max dot product is ``pair_scores``
+                       (below): a text x video score matrix from one pass per text and per video.
 =====================  =========================================================================
 
-A model whose ``pair_scores`` *is* the similarity of its embeddings -- ``encode_text(b) .
-encode_video(b)``, the cosine with ``embeddings_normalized`` -- says so with the class attribute
-``pair_scores_factorize = True`` (VLM: MMPT scores retrieval by the dot product of the separately
-pooled text and video). A task that scores every text against every video (retrieval's
-``score_matrix``) then encodes each text and each video once, ``T + V`` passes instead of ``T x V``,
-and gets the same scores (:func:`factorizes`).
+A model whose pair scores come from a text part and a video part computed apart has the
+``factored_scores`` capability: ``score_text(b) -> [B, D]`` and ``score_video(b) -> (vectors
+[B, N, D], valid [B, N] bool)`` with ``pair_scores(b) == max over valid n of score_text(b) .
+score_video(b)[n]`` (VLM: one pooled vector per video, the dot product; HERO: its frames, the max
+frame cosine). A task that scores every text against every video (retrieval's ``score_matrix``)
+then encodes each text and each video once, ``T + V`` passes instead of ``T x V``, and gets the
+same scores (:func:`factored_similarity`).
 
 A model whose capability depends on its configuration (ActBERT's ``embeddings`` exist only with
 projection heads, ``embed_dim > 0``) defines ``has_capability(name) -> bool``; a capability whose
@@ -77,6 +81,7 @@ CAPABILITIES: dict[str, tuple[str, ...]] = {
     "unit_states": ("unit_states",),
     "caption_memory": ("caption_memory",),
     "caption_generation": ("caption_loss", "generate_captions"),
+    "factored_scores": ("score_text", "score_video"),
 }
 
 
@@ -112,9 +117,6 @@ class VideoTextModel(PretrainedModelMixin, nn.Module):
         """Named parameter groups for ``optim.lr_scales`` (default: none)."""
         return {}
 
-    # True where pair_scores(b) == encode_text(b) . encode_video(b) (module docstring)
-    pair_scores_factorize: bool = False
-
     def pair_loss(self, batch: Any, labels: torch.Tensor) -> torch.Tensor:
         """Loss that trains :meth:`pair_scores`; ``labels [B]`` float, 1 = the pair matches."""
         return F.binary_cross_entropy_with_logits(self.pair_scores(batch).float(), labels.float().to(device_of(self)))
@@ -145,9 +147,19 @@ def _missing_methods(model: Any, capability: str) -> list[str]:
 
 
 def factorizes(model: Any) -> bool:
-    """Whether ``model``'s pair scores are its embeddings' similarity (``pair_scores_factorize``
-    and the ``embeddings`` capability): a text x video score matrix from one pass per text and per video."""
-    return bool(getattr(model, "pair_scores_factorize", False)) and not _missing_methods(model, "embeddings")
+    """Whether ``model`` has the ``factored_scores`` capability (module docstring)."""
+    return not _missing_methods(model, "factored_scores")
+
+
+def factored_similarity(texts: torch.Tensor, videos: torch.Tensor, valid: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """``[T, V]``: max over each video's valid vectors of ``text . vector`` -- ``texts [T, D]``,
+    ``videos [V, N, D]``, ``valid [V, N]`` bool (``factored_scores``; a video with none valid
+    scores -inf). Videos go ``chunk`` at a time, so ``T x chunk x N`` products at most."""
+    out = torch.empty(texts.shape[0], videos.shape[0], dtype=torch.float32)
+    for a in range(0, videos.shape[0], chunk):
+        part = torch.einsum("td,vnd->tvn", texts.float(), videos[a : a + chunk].float())
+        out[:, a : a + chunk] = part.masked_fill(~valid[a : a + chunk].bool().unsqueeze(0), float("-inf")).amax(-1)
+    return out
 
 
 def capabilities_of(model: Any) -> frozenset[str]:
@@ -178,6 +190,7 @@ __all__ = [
     "VideoTextModel",
     "capabilities_of",
     "device_of",
+    "factored_similarity",
     "factorizes",
     "model_name",
     "parameter_groups_of",

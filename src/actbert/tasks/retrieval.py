@@ -29,10 +29,11 @@ capability, an exact faiss index, :mod:`actbert.tasks.index`); ``two-stage`` sho
 forward passes instead of ``T x V``; clips outside the shortlist rank below it, in embedding
 order. With ``k`` = the gallery size, two-stage is the exhaustive ranking.
 
-A model whose pair scores factorize (``pair_scores_factorize``, VLM: the dot product of the
-separately pooled text and video) gets the exhaustive matrix from one ``encode_text`` per query and
-one ``encode_video`` per clip, ``T + V`` passes instead of ``T x V`` -- the same scores up to float
-rounding (``factored``; false: every pair through ``pair_scores``).
+A model whose pair scores factor into a text part and a video part (the ``factored_scores``
+capability; VLM: the dot product of the separately pooled text and video, HERO: the max over frames
+of cos(query, frame)) gets the exhaustive matrix from one pass per query and one per clip, ``T + V``
+instead of ``T x V`` -- the same scores up to float rounding (``factored``; false: every pair
+through ``pair_scores``).
 
 Sub-galleries (``gallery_size`` = G > 0, off by default): the clips, in the gallery's order, are cut
 into ``round(V / G)`` consecutive blocks of nearly equal size (``np.array_split``) and each query is
@@ -65,6 +66,7 @@ from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import Benchmark, TaskError, make_record
 from actbert.train.finetune import TrainLog, train_loop
 from actbert.tasks import index
+from actbert.tasks.scoring import factored_score_matrix as score_factored
 from actbert.tasks.scoring import score_items
 
 TASK = "retrieval"
@@ -89,7 +91,7 @@ class RetrievalSettings:
     # 0 = every query against the whole gallery (the paper's protocol); G > 0: the gallery is cut into
     # consecutive blocks of about G clips and each query is ranked within its own block (module docstring)
     gallery_size: int = 0
-    # a model whose pair_scores factorize (VLM): the T x V matrix from T + V encoder passes (module docstring)
+    # a model whose pair scores factor (factored_scores: VLM, HERO): the T x V matrix from T + V passes (module docstring)
     factored: bool = True
     use_regions: bool = True
     # fine-tuning (MSR-VTT training split)
@@ -161,12 +163,12 @@ def score_matrix(
     factored: bool = True,
 ) -> np.ndarray:
     """``pair_scores`` of every (query, clip) pair: float32 ``[T, V]`` (the exhaustive cross-encoder);
-    with ``factored`` and a model whose pair scores factorize, ``encode_text . encode_video`` of one
-    pass per query and per clip instead (the same scores, module docstring)."""
-    if factored and factorizes(model) and len(queries) and len(clips):
-        videos = index.embed_clips(model, assembler, clips, batch_size, dtype, use_regions)
-        texts = index.embed_texts(model, assembler, queries, clips[0], batch_size, dtype, use_regions)
-        return (texts @ videos.T).astype(np.float32)
+    with ``factored`` and a model with ``factored_scores``, from one pass per query and per clip
+    instead (the same scores, module docstring)."""
+    if factored and factorizes(model):
+        refs = [VideoRef(c.video_id, c.start, c.end) for c in clips]
+        texts = [Item(refs[0], q) for q in queries] if refs else []
+        return score_factored(model, assembler, texts, [Item(r) for r in refs], batch_size, dtype, use_regions, TASK, progress)
     refs = [VideoRef(c.video_id, c.start, c.end) for c in clips]
     items = [Item(refs[v], queries[t]) for t in range(len(queries)) for v in range(len(clips))]
     scores = score_items(model, assembler, items, batch_size, dtype, use_regions, TASK, progress)
@@ -262,7 +264,7 @@ def evaluate_gallery(model: Any, assembler: ClipAssembler, gallery: Gallery, set
         notes.append(f"ranked within {len(blocks)} consecutive sub-galleries of {'-'.join(map(str, sizes))} clips "
                      f"(gallery_size={settings.gallery_size}), not against the whole gallery of {len(gallery.clips)}")
     if settings.mode == "exhaustive" and settings.factored and factorizes(model):
-        notes.append("pair scores factorize: encode_text . encode_video, one pass per query and per clip")
+        notes.append("factored scores: one pass per query and per clip (score_text, score_video), the pair scores' own similarity")
     if settings.mode == "bi-encoder":
         notes.append("mode=bi-encoder: ranked by the embedding similarity (encode_text . encode_video, exact faiss index)")
     elif settings.mode == "two-stage":

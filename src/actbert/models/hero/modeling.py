@@ -405,6 +405,17 @@ class HeroForPretraining(VideoTextModel):
         mean = (frames * valid).sum(1) / valid.sum(1).clamp_min(1.0)
         return F.normalize(mean, dim=-1, eps=1e-5)
 
+    # factored_scores: pair_scores is the max over frames of cos(query, frame), the parts computed apart
+    def score_text(self, batch: HeroBatch) -> torch.Tensor:
+        """``[Q, D]``: the unit-length query vector (:meth:`encode_text`)."""
+        return self.encode_text(batch)
+
+    def score_video(self, batch: HeroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``[B, Nv, D]`` unit-length Temporal outputs, ``[B, Nv]`` valid frames): the max of their dot
+        products with :meth:`score_text` is :meth:`pair_scores` (``video_scores``)."""
+        frames = F.normalize(self.encode(batch).temporal_output, dim=-1, eps=1e-5)
+        return frames, batch.c_attn_masks.bool()
+
     def pair_loss(self, batch: HeroBatch, labels: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(PAIR_LOGIT_SCALE * self.pair_scores(batch).float(), labels.float().to(device_of(self)))
 

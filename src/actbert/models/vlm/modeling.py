@@ -274,8 +274,6 @@ class VLMForPretraining(VideoTextModel):
 
     config_class = VLMConfig
     processor_class = VLMProcessor
-    # pair_scores is encode_text . encode_video: retrieval's score matrix needs one pass per text and per video
-    pair_scores_factorize = True
     # text_init: where BERT tensors go, and which of ours count as the text stream / MLM head
     text_stream_prefixes = ("bert.",)
     text_head_prefixes = ("cls.",)
@@ -567,6 +565,16 @@ class VLMForPretraining(VideoTextModel):
         """``[B, H]``: the text block ``w.. [SEP] [PAD]..`` run alone (joint positions and types), pooled."""
         states = self._block(batch, text=True)
         return masked_mean(states, batch.cmasks[:, 2:].bool())
+
+    # factored_scores: pair_scores is encode_text . encode_video, so a score matrix needs one pass per text and per video
+    def score_text(self, batch: VLMBatch) -> torch.Tensor:
+        """``[B, H]``: :meth:`encode_text`."""
+        return self.encode_text(batch)
+
+    def score_video(self, batch: VLMBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``[B, 1, H]`` :meth:`encode_video`, ``[B, 1]`` all valid): one vector per video."""
+        video = self.encode_video(batch).unsqueeze(1)
+        return video, torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
 
     def _block(self, batch: VLMBatch, text: bool) -> torch.Tensor:
         """The pooled layer's states of one block of the separate forward: text ``[B, Lc-2, H]`` or video ``[B, Lv+2, H]``."""
