@@ -140,7 +140,7 @@ def _batch(model, seed=0):
 
 
 def test_separate_passes_isolate_the_modalities(model):
-    assert capabilities_of(model) == frozenset({"pair_scores", "embeddings", "masked_tokens", "unit_states", "caption_memory", "caption_generation"})
+    assert capabilities_of(model) == frozenset({"pair_scores", "embeddings", "masked_tokens", "unit_states", "caption_memory", "caption_generation", "factored_scores"})
     batch = _batch(model)
     with torch.no_grad():
         text, video = model.encode_text(batch), model.encode_video(batch)
@@ -155,6 +155,8 @@ def test_separate_passes_isolate_the_modalities(model):
         assert not torch.allclose(model.encode_video(other_video), video)
         scores = model.pair_scores(batch)
         assert torch.allclose(scores, (text * video).sum(-1))
+        vectors, one = model.score_video(batch)  # factored_scores: one vector per video, all valid
+        assert vectors.shape == (2, 1, 16) and one.all() and torch.equal(model.score_text(batch), text)
         states, valid = model.unit_states(batch)
         assert states.shape == (2, 4, 16) and valid.tolist() == batch.vmasks.tolist()  # the longest row has 4 seconds
         logits = model.masked_token_logits(batch, batch.caps == 101)
