@@ -100,6 +100,23 @@ def test_factored_scores_are_the_pair_scores(setup):
     assert np.abs(ret.gallery_scores(model, assembler, gallery, settings(mode="bi-encoder")) - pairs).max() > 1e-3
 
 
+def test_factored_step_localization_is_every_pair(setup):
+    """Step localization with HERO: the [C, K] matrix from C + K passes is every pair's pair_scores."""
+    from actbert.tasks import step_localization as sl
+
+    model, assembler, gallery = setup
+    steps = ["crack the egg", "stir the pot", "slice the bread"]
+    for units in ("clips", "seconds"):
+        pairwise = registry.make_settings("step_localization", {"batch_size": 4, "units": units, "factored": False})
+        candidates, _ = sl.candidates(assembler, gallery.clips[0].video_id, pairwise)
+        pairs = sl.step_scores(model, assembler, candidates, steps, pairwise)
+        factored = sl.step_scores(model, assembler, candidates, steps, registry.make_settings(
+            "step_localization", {"batch_size": 4, "units": units}))
+        assert pairs.shape == factored.shape == (len(candidates), len(steps)) and len(candidates) > 1
+        np.testing.assert_allclose(factored, pairs, rtol=1e-5, atol=1e-5)
+        assert np.abs(pairs - pairs.mean()).max() > 1e-3
+
+
 def test_two_stage_with_k_the_gallery_size_is_exhaustive(setup):
     model, assembler, gallery = setup
     exhaustive = ret.gallery_scores(model, assembler, gallery, settings(factored=False))

@@ -95,6 +95,24 @@ def test_factored_scores_are_the_pair_scores(setup):
     assert record["ranks"] == hand_ranks
 
 
+def test_factored_step_localization_is_every_pair(setup):
+    """Step localization's [C, K] matrix from C + K passes equals every (candidate, step) pair
+    through pair_scores, for both kinds of candidate."""
+    from actbert.tasks import step_localization as sl
+
+    model, assembler, _, gallery, _, _ = setup
+    assert factorizes(model)
+    steps = ["crack the egg", "stir the pot", "slice the bread"]
+    for units in ("clips", "seconds"):
+        pairwise = registry.make_settings("step_localization", {"batch_size": 8, "units": units, "factored": False})
+        candidates, _ = sl.candidates(assembler, gallery.clips[0].video_id, pairwise)
+        pairs = sl.step_scores(model, assembler, candidates, steps, pairwise)
+        factored = sl.step_scores(model, assembler, candidates, steps, dataclasses.replace(pairwise, factored=True))
+        assert pairs.shape == factored.shape == (len(candidates), len(steps)) and len(candidates) > 1
+        np.testing.assert_allclose(factored, pairs, rtol=1e-5, atol=1e-5)
+        assert np.abs(pairs - pairs.mean()).max() > 1e-3
+
+
 def test_factored_similarity_by_hand():
     texts = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
     videos = torch.tensor([[[3.0, 1.0], [-1.0, 5.0]], [[2.0, 2.0], [9.0, 9.0]]])  # [V=2, N=2, D=2]

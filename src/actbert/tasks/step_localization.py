@@ -16,7 +16,10 @@ as the relevance score of this clip belonging to the label." Here:
   centre) instead: fewer forward passes,
   coarser times.
 * **Scores.** ``model.match_score`` of ``[CLS] step label [SEP]`` against each candidate
-  (``[C, K]`` per video, ``C x K`` forward passes in batches, ``bf16`` autocast optional).
+  (``[C, K]`` per video, ``C x K`` forward passes in batches, ``bf16`` autocast optional). A model
+  whose pair scores factor (the ``factored_scores`` capability: VLM, HERO) gets the same matrix
+  from ``C + K`` passes, one per candidate and one per step label (``factored``; false: every
+  pair through ``pair_scores``).
   ``use_regions=False`` ("ActBERT w/o region cues") drops the regions from the units and runs the
   encoder without its region stream.
 * **Recall** (``actbert.metrics.step_localization.crosstask_recall``, CrossTask's protocol): each
@@ -39,8 +42,10 @@ from actbert.data import readers
 from actbert.metrics.step_localization import StepLocalizationVideo, crosstask_recall, video_step_hits
 from actbert.data.clips import ClipAssembler
 from actbert.data.clips import ClipsError
+from actbert.models.interface import factorizes
 from actbert.models.processing import Item, VideoRef
 from actbert.tasks.common import Benchmark, TaskError, make_record
+from actbert.tasks.scoring import factored_score_matrix as score_factored
 from actbert.tasks.scoring import score_items
 
 TASK = "step_localization"
@@ -56,6 +61,8 @@ class StepLocalizationSettings:
     batch_size: int = 64  # (candidate, step) pairs per forward pass
     dtype: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto (a GPU if there is one) | cpu | cuda | cuda:N
+    # a model whose pair scores factor (factored_scores: VLM, HERO): C + K passes, not C x K (module docstring)
+    factored: bool = True
     use_regions: bool = True
     units: str = "seconds"  # seconds: 1 FPS candidates (CrossTask's unit) | clips: the store's clips
     context: int = 2  # seconds units: frames on each side of the candidate frame
@@ -81,7 +88,13 @@ def candidates(assembler: ClipAssembler, video_id: str, settings: StepLocalizati
 
 
 def step_scores(model: Any, assembler: ClipAssembler, units: Sequence[VideoRef], steps: Sequence[str], settings: StepLocalizationSettings) -> np.ndarray:
-    """``pair_scores`` of every (candidate, step label) pair: float32 ``[C, K]``."""
+    """``pair_scores`` of every (candidate, step label) pair: float32 ``[C, K]``; with ``factored``
+    and a model with ``factored_scores``, from one pass per candidate and per step (the same scores)."""
+    if settings.factored and factorizes(model) and units:
+        texts = [Item(units[0], step) for step in steps]
+        by_step = score_factored(model, assembler, texts, [Item(u) for u in units], settings.batch_size,
+                                 settings.dtype, settings.use_regions, TASK, progress=False)
+        return np.ascontiguousarray(by_step.T)
     items = [Item(u, step) for u in units for step in steps]
     scores = score_items(model, assembler, items, settings.batch_size, settings.dtype, settings.use_regions, TASK, progress=False)
     return scores.reshape(len(units), len(steps))
@@ -123,6 +136,8 @@ def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
         f"1 FPS candidates, {settings.context} frame(s) of context each side" if settings.units == "seconds" else "the store's clips as candidates"
     )
     notes = [unit_note]
+    if settings.factored and factorizes(model):
+        notes.append("factored scores: one pass per candidate and per step label (score_text, score_video), the pair scores' own similarity")
     if settings.max_videos:
         notes.append(f"limited to the first {len(videos)} annotated videos (max_videos={settings.max_videos})")
     if skipped:
