@@ -203,6 +203,30 @@ def test_generation_mask_and_caption_loss(model):
             assert torch.allclose(part[0, 2 + k], full[0, 2 + k], atol=1e-5)
         moved = model._generation_logits(inputs, batch.cmasks, batch.vfeats + 1.0, batch.vmasks)
         assert not torch.allclose(moved[0, 2], full[0, 2], atol=1e-4)  # the caption does see the video
+        # the loss projects only the labelled positions: the cross-entropy of the full logits by hand
+        valid = labels != -100
+        by_hand = torch.nn.functional.cross_entropy(full[valid], labels[valid])
+        assert math.isclose(float(loss), float(by_hand), rel_tol=1e-5)
+        # greedy decoding on the shortened prefix = argmax of the full-length logits, word by word
+        b, lc = batch.caps.shape
+        caps = torch.zeros(b, lc, dtype=torch.long)
+        caps[:, 0] = caps[:, 2] = 101
+        caps[:, 1] = 102
+        reference = [[] for _ in range(b)]
+        done = [False] * b
+        for k in range(lc - 3):
+            cut = torch.zeros(b, lc, dtype=torch.bool)
+            cut[:, : 3 + k] = True
+            step = model._generation_logits(caps, cut, batch.vfeats, batch.vmasks)[:, 2 + k]
+            step[:, 0] = -math.inf
+            word = step.argmax(-1)
+            for i in range(b):
+                if not done[i]:
+                    done[i] = int(word[i]) == 102
+                    if not done[i]:
+                        reference[i].append(int(word[i]))
+            caps[:, 3 + k] = word
+        assert model.generate_captions(batch) == reference
 
 
 def test_text_init_from_minilm():

@@ -674,25 +674,34 @@ class VLMForPretraining(VideoTextModel):
         inputs = inputs.masked_fill(~cmasks.bool(), self.config.pad_token_id)
         return inputs, labels
 
-    def _generation_logits(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
-        """``[B, Lc, V]`` next-word logits at every caption position (aligned with ``caps``)."""
+    def _generation_states(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+        """``[B, Lc, H]`` last-layer states at the caption positions (aligned with ``caps``) under the generation mask."""
         self._check(caps, cmasks, vfeats, vmasks)
         tokens, positions, types = self._embed(caps, self.videomlp(vfeats))
         x = self.bert.embeddings(tokens, positions, types)
         mask = additive(self.generation_mask(cmasks, vmasks), x.dtype)
         seq = self.bert.encoder(x, [mask] * self.config.num_hidden_layers)[-1]
         lv = vmasks.shape[1]
-        text_seq = torch.cat([seq[:, :1], seq[:, lv + 1 :]], dim=1)
-        return self.cls.predictions.transform(text_seq) @ self.word_table.T
+        return torch.cat([seq[:, :1], seq[:, lv + 1 :]], dim=1)
+
+    def _word_logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``[..., V]`` next-word logits of ``[..., H]`` states (the tied MLM head)."""
+        return self.cls.predictions.transform(states) @ self.word_table.T
+
+    def _generation_logits(self, caps: torch.Tensor, cmasks: torch.Tensor, vfeats: torch.Tensor, vmasks: torch.Tensor) -> torch.Tensor:
+        """``[B, Lc, V]`` next-word logits at every caption position (aligned with ``caps``)."""
+        return self._word_logits(self._generation_states(caps, cmasks, vfeats, vmasks))
 
     def caption_loss(self, batch: VLMBatch) -> torch.Tensor:
         """VLM-style captioning loss: next-word cross-entropy over the caption's words and closing ``[SEP]``."""
         inputs, labels = self._shifted(batch.caps, batch.cmasks)
-        logits = self._generation_logits(inputs, batch.cmasks, batch.vfeats, batch.vmasks)
+        states = self._generation_states(inputs, batch.cmasks, batch.vfeats, batch.vmasks)
         valid = labels != TEXT_LABEL_IGNORE
         if not bool(valid.any()):
-            return zero_like(logits)
-        return F.cross_entropy(logits[valid].float(), labels[valid])
+            return zero_like(self._word_logits(states[:, :1]))
+        # the vocabulary projection at the labelled positions only: the same loss, without
+        # [B, Lc, V] logits of which padding and the two leading slots are dropped anyway
+        return F.cross_entropy(self._word_logits(states[valid]).float(), labels[valid])
 
     @torch.no_grad()
     def generate_captions(self, batch: VLMBatch, max_words: int | None = None) -> list[list[int]]:
@@ -707,9 +716,14 @@ class VLMForPretraining(VideoTextModel):
         out: list[list[int]] = [[] for _ in range(b)]
         done = torch.zeros(b, dtype=torch.bool, device=device)
         for step in range(limit):
-            cmasks = torch.zeros(b, lc, dtype=torch.bool, device=device)
+            # no position sees a later one (generation_mask), so the caption slots after the last
+            # word can be left out: the prefix plus one masked slot (the layout needs Lc >= 4) gives
+            # the same state at 2 + step, and only that state is projected onto the vocabulary
+            length = 4 + step
+            cmasks = torch.zeros(b, length, dtype=torch.bool, device=device)
             cmasks[:, : 3 + step] = True
-            logits = self._generation_logits(caps, cmasks, batch.vfeats, batch.vmasks)[:, 2 + step]
+            states = self._generation_states(caps[:, :length], cmasks, batch.vfeats, batch.vmasks)
+            logits = self._word_logits(states[:, 2 + step])
             logits[:, self.config.pad_token_id] = -math.inf
             word = logits.argmax(-1)
             for i in range(b):
