@@ -82,3 +82,26 @@ def test_compare_tiny_two_models_resumes_after_an_interruption(synth_tiny: Path,
     text = report.read_text()
     assert "| ActBERT |" in text and "Paired comparisons" in text and (out / "report" / "tasks.png").exists()
     assert (out / "report" / "pretrain_loss.png").exists()
+
+
+def test_steps_sets_every_family_s_pretraining_and_is_part_of_the_profile(tmp_path: Path):
+    import dataclasses
+
+    from actbert.compare.pipeline import CompareError
+    from actbert.compare.profiles import PROFILES, with_steps
+
+    bench = PROFILES["bench"]
+    assert [o for o in bench.budget if o.startswith("train.max_steps=")] == ["train.max_steps=1000"]
+    short = with_steps(bench, 250)
+    assert [o for o in short.budget if o.startswith("train.max_steps=")] == ["train.max_steps=250"]
+    assert [o for o in short.budget if not o.startswith("train.max_steps=")] == [o for o in bench.budget if not o.startswith("train.max_steps=")]
+    assert with_steps(bench, 0) is bench
+    with pytest.raises(CompareError, match="--steps"):
+        run_compare(tmp_path / "a", size="tiny", steps=-1, progress=False)
+    # a folder run at the profile's own steps refuses another count before any stage runs
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "compare_settings.json").write_text(json.dumps({"profile": dataclasses.asdict(PROFILES["tiny"])}))
+    with pytest.raises(CompareError, match="another profile"):
+        run_compare(out, size="tiny", steps=7, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["compare_settings.json"]

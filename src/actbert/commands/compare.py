@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=list(FAMILIES), choices=FAMILIES, help="model families to compare")
     parser.add_argument("--size", default="bench", choices=sorted(PROFILES), help="comparison profile: bench (the table) or tiny (tests)")
     parser.add_argument("--seeds", type=int, default=3, help="pretraining + fine-tuning seeds per family")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="pretraining steps of every family (0: the profile's; bench: 1000)")
     parser.add_argument("--ablation-seeds", type=int, default=1, help="seeds of the ActBERT ablation rows (0: none)")
     parser.add_argument("--no-ablations", action="store_true", help="leave out ActBERT's ablations")
     parser.add_argument("--out", default="runs/compare", help="run folder (re-running resumes: finished stages are skipped)")
@@ -32,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = run_compare(args.out, models=args.models, size=args.size, seeds=args.seeds,
                          ablations=not args.no_ablations and args.ablation_seeds > 0,
-                         ablation_seeds=args.ablation_seeds, threads=args.threads, jobs=args.jobs)
+                         ablation_seeds=args.ablation_seeds, threads=args.threads, jobs=args.jobs, steps=args.steps)
     print(f"report: {report}")
     return 0

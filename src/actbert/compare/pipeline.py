@@ -42,6 +42,7 @@ from actbert.compare.profiles import (
     RunPaths,
     rows,
     runs,
+    with_steps,
 )
 from actbert.demo.pipeline import DATA_STAGE_CALLS, StageBook, pretrain_stage, run_tasks
 from actbert.demo.profiles import DATA_STAGES, VARIANTS, DemoProfile, pretrain_overrides, stage_arguments
@@ -154,12 +155,13 @@ def _skip_unreported(run_paths: RunPaths, run: str, kept: Sequence[Row], seed: i
 def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str = "bench", seeds: int = 1,
                 ablations: bool = True, ablation_seeds: int = 1, tasks: Sequence[str] = TASK_NAMES,
                 profile: CompareProfile | None = None, log: Callable[[str], None] = print, progress: bool = True,
-                threads: int = 0, jobs: int = 1) -> Path:
+                threads: int = 0, jobs: int = 1, steps: int = 0) -> Path:
     """Run (or resume) a comparison into ``out``; returns the report path (module docstring).
 
     ``jobs`` > 1 runs that many (run, seed) units -- each its pretraining, then its tasks -- at once
     in worker processes (``_run_units``); ``threads`` is then each worker's torch thread count
-    (0: the machine's cores divided by ``jobs``).
+    (0: the machine's cores divided by ``jobs``). ``steps`` > 0 replaces the profile's shared
+    pretraining steps (``train.max_steps``); it is part of the profile a folder was run with.
     """
     from actbert.compare.report import write_report
 
@@ -174,6 +176,9 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
         if size not in PROFILES:
             raise CompareError(f"--size: no comparison profile {size!r} (known: {', '.join(PROFILES)})")
         profile = PROFILES[size]
+    if steps < 0:
+        raise CompareError(f"--steps: must be >= 1, or 0 for the profile's own (got {steps})")
+    profile = with_steps(profile, steps)
     paths = ComparePaths(Path(out))
     paths.root.mkdir(parents=True, exist_ok=True)
     models = list(models)
