@@ -226,6 +226,7 @@ def test_generation_mask_and_caption_loss(model):
                     if not done[i]:
                         reference[i].append(int(word[i]))
             caps[:, 3 + k] = word
+        assert any(len(words) > 1 for words in reference)  # a caption of several words, not an immediate [SEP]
         assert model.generate_captions(batch) == reference
 
 

@@ -87,10 +87,14 @@ def candidates(assembler: ClipAssembler, video_id: str, settings: StepLocalizati
     raise TaskError(f"step_localization: units must be one of {UNITS}, got {settings.units!r}")
 
 
+def _factored(model: Any, settings: StepLocalizationSettings) -> bool:
+    return settings.factored and factorizes(model)
+
+
 def step_scores(model: Any, assembler: ClipAssembler, units: Sequence[VideoRef], steps: Sequence[str], settings: StepLocalizationSettings) -> np.ndarray:
     """``pair_scores`` of every (candidate, step label) pair: float32 ``[C, K]``; with ``factored``
     and a model with ``factored_scores``, from one pass per candidate and per step (the same scores)."""
-    if settings.factored and factorizes(model) and units:
+    if _factored(model, settings) and units:
         texts = [Item(units[0], step) for step in steps]
         by_step = score_factored(model, assembler, texts, [Item(u) for u in units], settings.batch_size,
                                  settings.dtype, settings.use_regions, TASK, progress=False)
@@ -136,7 +140,7 @@ def evaluate(model: Any, assembler: ClipAssembler, bench: Benchmark, settings: S
         f"1 FPS candidates, {settings.context} frame(s) of context each side" if settings.units == "seconds" else "the store's clips as candidates"
     )
     notes = [unit_note]
-    if settings.factored and factorizes(model):
+    if _factored(model, settings):
         notes.append("factored scores: one pass per candidate and per step label (score_text, score_video), the pair scores' own similarity")
     if settings.max_videos:
         notes.append(f"limited to the first {len(videos)} annotated videos (max_videos={settings.max_videos})")

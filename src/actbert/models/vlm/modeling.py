@@ -698,6 +698,8 @@ class VLMForPretraining(VideoTextModel):
         states = self._generation_states(inputs, batch.cmasks, batch.vfeats, batch.vmasks)
         valid = labels != TEXT_LABEL_IGNORE
         if not bool(valid.any()):
+            # through the word head as well, so that every parameter of the loss gets a (zero)
+            # gradient: DDP expects the same parameters used on every rank
             return zero_like(self._word_logits(states[:, :1]))
         # the vocabulary projection at the labelled positions only: the same loss, without
         # [B, Lc, V] logits of which padding and the two leading slots are dropped anyway
