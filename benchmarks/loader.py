@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help="data-path config overrides")
     parser.add_argument("--no-step", action="store_true", help="skip the trainer's step timing")
     parser.add_argument("--step-threads", type=int, default=1)
+    parser.add_argument("--step-device", default="cpu", help="where the trainer's step is timed: cpu | cuda | auto")
     parser.add_argument("--gpu-peak-tflops", type=float, default=989.0, help="dense bf16 peak of one H100/H200 SXM")
     parser.add_argument("--mfu", type=float, default=0.4, help="model FLOP utilisation assumed for the GPU rate")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile each source warm (0 workers), print the top N")
@@ -218,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         from train_step import bench_preset
 
         torch.set_num_threads(args.step_threads)
-        step = bench_preset("base", "bf16", args.batch_size, steps=2, warmup=1)
+        device = torch.device("cuda" if args.step_device == "auto" and torch.cuda.is_available() else
+                              "cpu" if args.step_device == "auto" else args.step_device)
+        step = bench_preset("base", "bf16", args.batch_size, steps=2, warmup=1, device=device)
     gflop_per_sample = step["gflop_per_step"] / step["batch"] if step else None
     gpu_rate = args.gpu_peak_tflops * 1e3 * args.mfu / gflop_per_sample if step else None
 
@@ -230,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = f"{r['samples_per_cpu_s']:.1f}" if r["samples_per_cpu_s"] is not None else "-"
         print(f"| {r['source']} | {r['cache']} | {r['workers']} | {r['samples_per_s']:.1f} | {cpu} |")
     if step:
-        print(f"\ntrainer, this CPU ({args.step_threads} thread, base bf16, batch {step['batch']}): {step['samples_per_s']:.2f} "
+        where = "this CPU" if step["device"] == "cpu" else step["device"]
+        print(f"\ntrainer, {where} ({args.step_threads} thread, base bf16, batch {step['batch']}): {step['samples_per_s']:.2f} "
               f"samples/s ({step['step_s']:.2f} s/step); counted {gflop_per_sample:.0f} GFLOP per sample (forward + backward)")
         print(f"one GPU at {args.gpu_peak_tflops:.0f} TFLOP/s bf16 peak and {100 * args.mfu:.0f}% MFU: "
               f"{gpu_rate:.0f} samples/s; 5x that: {5 * gpu_rate:.0f}")

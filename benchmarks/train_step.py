@@ -17,6 +17,11 @@ the time the process waited for a core on a shared machine.
     python benchmarks/train_step.py                           # all presets, fp32 and bf16
     python benchmarks/train_step.py --presets base --dtypes bf16 --batch-size base=32 --steps 3
     python benchmarks/train_step.py --presets base --set model.hidden_dropout=0 model.attention_dropout=0
+    python benchmarks/train_step.py --device cuda --presets base --dtypes bf16 --batch-size base=32
+
+On a GPU (``--device cuda``, or ``auto`` where one is visible) the model, batch and peak matmuls run
+there, every timing is taken after ``torch.cuda.synchronize()``, and the "CPU time" columns are the
+wall times (the GPU's time is not the process's CPU time).
 
 Figures depend on the machine and on whatever else runs on it; quote them with that caveat.
 """
@@ -41,18 +46,40 @@ from actbert.train.loop import build_optimizer
 from actbert.utils.precision import MasterWeights
 
 
-def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int) -> tuple[float, float]:
-    """Best FLOP/s of ``[size, size] @ [size, size]`` in ``dtype`` over ``repeats`` timed runs:
-    (by wall-clock time, by CPU time per thread)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
+class Clock:
+    """Wall and per-thread CPU seconds of a block on ``device``; on a GPU both are the wall time
+    after the queued kernels finished (``torch.cuda.synchronize``)."""
+
+    def __init__(self, device: torch.device):
+        self.gpu = device.type == "cuda"
+
+    def _sync(self) -> None:
+        if self.gpu:
+            torch.cuda.synchronize()
+
+    def start(self) -> tuple[float, float]:
+        self._sync()
+        return time.perf_counter(), time.process_time()
+
+    def stop(self, started: tuple[float, float]) -> tuple[float, float]:
+        self._sync()
+        wall = time.perf_counter() - started[0]
+        return wall, wall if self.gpu else (time.process_time() - started[1]) / torch.get_num_threads()
+
+
+def measure_matmul_peak(dtype: torch.dtype, size: int, repeats: int, device: torch.device = torch.device("cpu")) -> tuple[float, float]:
+    """Best FLOP/s of ``[size, size] @ [size, size]`` in ``dtype`` on ``device`` over ``repeats``
+    timed runs: (by wall-clock time, by CPU time per thread)."""
+    a = torch.randn(size, size).to(device, dtype)
+    b = torch.randn(size, size).to(device, dtype)
     torch.mm(a, b)  # warm-up (kernel selection, page faults)
+    clock = Clock(device)
     best = best_cpu = float("inf")
     for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        started = clock.start()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, (time.process_time() - start_cpu) / torch.get_num_threads())
+        wall, cpu = clock.stop(started)
+        best, best_cpu = min(best, wall), min(best_cpu, cpu)
     return 2.0 * size**3 / best, 2.0 * size**3 / best_cpu
 
 
@@ -65,7 +92,7 @@ def load_preset(preset: str, overrides: list[str] = ()) -> PretrainConfig:
 
 
 def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, warmup: int, overrides: list[str] = (),
-                 profile: int = 0, compile: bool = False) -> dict:
+                 profile: int = 0, compile: bool = False, device: torch.device = torch.device("cpu")) -> dict:
     """Time ``steps`` training steps (after ``warmup``) and count the FLOPs of one; ``profile > 0``
     also profiles one step and returns the top ``profile`` operators by self CPU time as a table.
 
@@ -76,17 +103,17 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
     config, d = cfg.model, cfg.data
     b = batch_size or cfg.train.batch_size
     torch.manual_seed(0)
-    model = create_model(config, heads=True, verbose=False).train()
+    model = create_model(config, heads=True, verbose=False).train().to(device)
     # the preset's layout: clips_per_sample clips, text filling max_text_len, max_regions_per_frame regions per frame
     batch = random_batch(config, batch_size=b, clips=d.clips_per_sample,
                          words_per_clip=max(1, (d.max_text_len - 1) // d.clips_per_sample - 1),
-                         regions_per_clip=d.max_regions_per_frame * d.frames_per_clip, seed=0)
+                         regions_per_clip=d.max_regions_per_frame * d.frames_per_clip, seed=0).to(device)
     optimizer = build_optimizer(model, cfg)  # the training loop's AdamW (fused unless optim.fused=false)
     master = MasterWeights(model) if dtype == "bf16-weights" else None
     if master is not None:
         master.rebind(optimizer)
     params = master.params if master is not None else list(model.parameters())
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype != "fp32" else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if dtype != "fp32" else nullcontext()
     forward = torch.compile(model) if compile else model
 
     def step() -> None:
@@ -104,21 +131,25 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
 
     for _ in range(warmup):
         step()
+    clock = Clock(device)
     times, cpu_times = [], []
     for _ in range(steps):
-        start, start_cpu = time.perf_counter(), time.process_time()
+        started = clock.start()
         step()
-        times.append(time.perf_counter() - start)
-        cpu_times.append((time.process_time() - start_cpu) / torch.get_num_threads())
+        wall, cpu = clock.stop(started)
+        times.append(wall)
+        cpu_times.append(cpu)
 
     breakdown = None
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=activities) as prof:
             step()
-        breakdown = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=profile)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        breakdown = prof.key_averages().table(sort_by=key, row_limit=profile)
 
     counter = FlopCounterMode(display=False)
     optimizer.zero_grad(set_to_none=True)
@@ -133,6 +164,7 @@ def bench_preset(preset: str, dtype: str, batch_size: int | None, steps: int, wa
     tokens = int(batch.text_mask.sum() + batch.action_mask.sum() + batch.region_mask.sum())
     return {
         "preset": preset,
+        "device": str(device),
         "dtype": dtype + ("+compile" if compile else ""),
         "batch": b,
         "overrides": list(overrides),
@@ -171,28 +203,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides, e.g. model.hidden_dropout=0 model.attention_dropout=0 optim.fused=false")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one step per row and print its N most expensive operators (self CPU time)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (a GPU if one is visible)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     torch.set_num_threads(args.threads)
     sizes = {}
     for item in args.batch_size:
         name, _, value = item.partition("=")
         sizes[name] = int(value)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.1f} (a shared machine inflates step times)", file=sys.stderr)
-    peaks = {"bf16": [measure_matmul_peak(torch.bfloat16, args.peak_size, 8)],
-             "fp32": [measure_matmul_peak(torch.float32, args.peak_size, 3)]}
+          f"load average {os.getloadavg()[0]:.1f} (a shared machine inflates step times); device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""), file=sys.stderr)
+    peaks = {"bf16": [measure_matmul_peak(torch.bfloat16, args.peak_size, 8, device)],
+             "fp32": [measure_matmul_peak(torch.float32, args.peak_size, 3, device)]}
     rows = []
     for preset in args.presets:
         for dtype in args.dtypes:
             for compiled in (False, True) if args.compile else (False,):
                 row = bench_preset(preset, dtype, sizes.get(preset), args.steps, args.warmup, args.overrides, args.profile,
-                                   compiled)
+                                   compiled, device)
                 rows.append(row)
                 print(f"  {preset:5s} {row['dtype']}: {row['step_s']:.3f} s/step ({row['step_cpu_s']:.3f} CPU s)", file=sys.stderr)
-    peaks["bf16"].append(measure_matmul_peak(torch.bfloat16, args.peak_size, 8))
-    peaks["fp32"].append(measure_matmul_peak(torch.float32, args.peak_size, 3))
+    peaks["bf16"].append(measure_matmul_peak(torch.bfloat16, args.peak_size, 8, device))
+    peaks["fp32"].append(measure_matmul_peak(torch.float32, args.peak_size, 3, device))
     peak = {k: (max(p[0] for p in v), max(p[1] for p in v)) for k, v in peaks.items()}
     for row in rows:
         row["mfu_bf16_peak"] = row["achieved_gflops"] * 1e9 / peak["bf16"][0]
@@ -221,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"peaks_gflops_wall_cpu": {k: [[p[0] / 1e9, p[1] / 1e9] for p in v] for k, v in peaks.items()}, "rows": rows,
-                       "threads": torch.get_num_threads(), "torch": torch.__version__}, handle, indent=1)
+                       "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(device)}, handle, indent=1)
     return 0
 
 
