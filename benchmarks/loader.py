@@ -140,6 +140,8 @@ def time_loader(loader, samples: int, batch_size: int) -> tuple[float, int, floa
         n += int(batch.input_ids.shape[0])
         if n >= samples:
             break
+    if not n:
+        raise SystemExit(f"loader.py: the epoch gave no batch of {batch_size} (too few videos for the batch: raise --videos)")
     return n / (time.perf_counter() - start), n, n / max(time.process_time() - start_cpu, 1e-9)
 
 
