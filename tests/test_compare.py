@@ -105,3 +105,46 @@ def test_steps_sets_every_family_s_pretraining_and_is_part_of_the_profile(tmp_pa
     with pytest.raises(CompareError, match="another profile"):
         run_compare(out, size="tiny", steps=7, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["compare_settings.json"]
+
+
+def test_results_do_not_depend_on_the_number_of_worker_processes(synth_tiny: Path, tmp_path: Path):
+    """The same units, one after the other in this process (``jobs=1``) and two at a time in
+    spawned workers (``jobs=2``), both at one torch thread: every number of the report is equal."""
+    import torch
+
+    threads = torch.get_num_threads()
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(synth_tiny, one / "synth")
+    try:
+        run_compare(one, models=["actbert"], size="tiny", seeds=2, ablations=False, progress=False, threads=1, jobs=1,
+                    log=lambda m: None)
+        # the data stages' outputs (the same features) are shared; the units run again
+        for path in one.iterdir():
+            if path.name not in ("runs", "report", "stages.json") and not path.name.startswith("report."):
+                (shutil.copytree if path.is_dir() else shutil.copy2)(path, two / path.name)
+        assert not (two / "runs").exists()
+        messages: list[str] = []
+        run_compare(two, models=["actbert"], size="tiny", seeds=2, ablations=False, progress=False, threads=1, jobs=2,
+                    log=messages.append)
+    finally:
+        torch.set_num_threads(threads)
+    assert any("2 unit(s) in 2 worker process(es)" in m for m in messages)
+    results = [json.loads((out / "report.json").read_text())["results"] for out in (one, two)]
+    numbers: list[tuple[float, float]] = []
+
+    def pair(a, b) -> None:
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for key in a:
+                pair(a[key], b[key])
+        elif isinstance(a, list):
+            assert len(a) == len(b)
+            for x, y in zip(a, b):
+                pair(x, y)
+        elif isinstance(a, float):
+            numbers.append((a, b))
+
+    pair(*results)
+    assert set(results[0]) == {"actbert", "actbert/no-pretraining"} and len(numbers) > 200
+    assert [a for a, _ in numbers] == [b for _, b in numbers]
+    assert len({a for a, _ in numbers}) > 20  # real metrics, not a table of zeros

@@ -194,7 +194,9 @@ def run_compare(out: str | Path, models: Sequence[str] = ("actbert",), size: str
     if jobs > 1 and threads == 0:
         threads = max(1, (os.cpu_count() or 1) // jobs)
     atomic_write_json(settings_path, {**settings, "threads": threads, "jobs": jobs})
-    if threads > 0:  # after the check: the thread count changes the speed, not what is computed
+    # after the check, so a folder may resume at another thread count: that changes the speed and,
+    # through the order of CPU sums, the last bits of float results (not the worker count: tested)
+    if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
