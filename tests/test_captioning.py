@@ -191,3 +191,44 @@ def test_malformed_annotations_name_the_file(store, tokenizer, assembler, synth_
         cap.finetune(tiny_model(store, tokenizer), assembler, bench, cap.CaptioningSettings(**FAST))
     with pytest.raises(TaskError, match="YouCook2 annotation file not found"):
         cap.finetune(tiny_model(store, tokenizer), assembler, Benchmark(tmp_path / "nowhere"), cap.CaptioningSettings(**FAST))
+
+
+def test_no_repeat_ngram_bans_the_pieces_that_repeat_an_ngram():
+    A, B, C, EOS = 3, 4, 5, 2
+    tokens = torch.tensor([[1, A, B, A], [1, C, C, C]])  # [CLS] is in no n-gram
+    by_hand = {  # n -> the banned pieces of each row
+        1: [{A, B}, {C}],
+        2: [{B}, {C}],  # row 0 ends in A, and "A B" occurred; row 1 ends in C, and "C C" occurred
+        3: [set(), {C}],  # row 0's "B A" occurred once only, as the last two; row 1's "C C" is followed by C once
+    }
+    for n, rows in by_hand.items():
+        mask = cap.repeated_ngrams(tokens, n, 6)
+        assert [set(torch.nonzero(m).flatten().tolist()) for m in mask] == rows, n
+    assert not cap.repeated_ngrams(tokens, 0, 6).any()
+    # a decoder that loops on A: greedy and beam leave the loop for the next-best piece
+    loop = TableDecoder({1: {A: 0.9, EOS: 0.1}, A: {A: 0.7, B: 0.2, EOS: 0.1}, B: {A: 0.6, EOS: 0.4}})
+    memory, mask = torch.zeros(1, 1, 2), torch.ones(1, 1, dtype=torch.bool)
+    banned = torch.tensor([0, 1])
+    assert cap.greedy_decode(loop, memory, mask, banned) == [[A] * 4]
+    # n = 2: "A A" once is allowed; a third A would repeat it, so B (.2 > EOS .1); "B A" is new; max_len 4
+    assert cap.greedy_decode(loop, memory, mask, banned, no_repeat_ngram=2) == [[A, A, B, A]]
+    # n = 1: no piece twice: A, then B (A banned), then EOS (A and B banned)
+    assert cap.greedy_decode(loop, memory, mask, banned, no_repeat_ngram=1) == [[A, B]]
+    for n in (1, 2):
+        assert cap.beam_decode_batch(loop, memory, mask, banned, 1, no_repeat_ngram=n) == cap.greedy_decode(
+            loop, memory, mask, banned, no_repeat_ngram=n)
+
+
+def test_evaluate_with_no_repeat_ngram_never_repeats_a_piece(trained, assembler, synth_tiny, tokenizer):
+    settings = cap.CaptioningSettings(**{**FAST, "beam_size": 1})
+    bench = Benchmark(synth_tiny)
+    plain = cap.evaluate(trained.model, assembler, bench, settings)[0]
+    guarded = cap.evaluate(trained.model, assembler, bench, cap.CaptioningSettings(**{**FAST, "beam_size": 1, "no_repeat_ngram": 1}))[0]
+    assert list(guarded["predictions"]) == list(plain["predictions"])
+    repeats = lambda text: len(tokenizer.encode(text)) - len(set(tokenizer.encode(text)))  # noqa: E731
+    assert any(repeats(text) for text in plain["predictions"].values())  # this few-step captioner does repeat
+    for text in guarded["predictions"].values():
+        assert repeats(text) == 0, text
+    assert any("no_repeat_ngram" in n for n in guarded["notes"]) and not any("no_repeat_ngram" in n for n in plain["notes"])
+    with pytest.raises(Exception, match="no_repeat_ngram"):
+        registry.make_settings("captioning", {"no_repeat_ngram": -1})

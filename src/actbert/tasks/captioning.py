@@ -89,6 +89,9 @@ class CaptioningSettings:
     # decoding and scoring
     beam_size: int = 3  # 1 = greedy
     length_penalty: float = 0.6  # beam hypotheses ranked by log p / len**length_penalty
+    # n > 0: no n-gram of word pieces twice in a caption (greedy and beam; the decoder route only).
+    # 0 = off, the papers' decoding. A weakly fine-tuned decoder can loop ("x x x ..."), docs/compare.md
+    no_repeat_ngram: int = 0
     meteor: bool = True  # METEOR 1.5 runs in Java; without Java it is reported as None
     # auto: a model that captions by itself (the "caption_generation" capability, e.g. VLM's generation
     # mask) trains and decodes with its own head, greedy; any other model gets the decoder. decoder: always the decoder
@@ -355,25 +358,44 @@ def _banned_ids(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     return torch.tensor(sorted(i for i in ids if 0 <= i < vocab_size), dtype=torch.long)
 
 
-def _step_log_probs(decoder: CaptionDecoder, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, first: bool) -> torch.Tensor:
+def repeated_ngrams(tokens: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
+    """``[B, V]`` bool: the pieces that would make an n-gram occur twice in a row of ``tokens [B, t]``
+    (whose position 0, ``[CLS]``, is in no n-gram). ``n = 0``: none."""
+    mask = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.bool)
+    if n <= 0:
+        return mask
+    for i, row in enumerate(tokens[:, 1:].tolist()):
+        prefix = row[len(row) - n + 1 :] if n > 1 else []
+        for j in range(len(row) - n + 1):  # every earlier n-gram whose first n-1 pieces end this row
+            if row[j : j + n - 1] == prefix:
+                mask[i, row[j + n - 1]] = True
+    return mask
+
+
+def _step_log_probs(decoder: CaptionDecoder, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, first: bool,
+                    no_repeat_ngram: int = 0) -> torch.Tensor:
     """Log-probabilities of the next piece ``[B, V]`` after ``tokens [B, t]``."""
     logp = F.log_softmax(decoder(tokens, memory, memory_mask)[:, -1].float(), dim=-1)
     logp[:, banned] = -torch.inf
+    if no_repeat_ngram > 0:
+        logp[repeated_ngrams(tokens, no_repeat_ngram, logp.shape[1]).to(logp.device)] = -torch.inf
     if first:  # no empty captions
         logp[:, decoder.config.eos_id] = -torch.inf
     return logp
 
 
 @torch.no_grad()
-def greedy_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, max_len: int | None = None) -> list[list[int]]:
-    """Argmax decoding for a batch: piece ids per clip (no ``[CLS]``/``[SEP]``)."""
+def greedy_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, max_len: int | None = None,
+                  no_repeat_ngram: int = 0) -> list[list[int]]:
+    """Argmax decoding for a batch: piece ids per clip (no ``[CLS]``/``[SEP]``); ``no_repeat_ngram``
+    as in :class:`CaptioningSettings`."""
     cfg = decoder.config
     max_len = max_len or cfg.max_len
     B = memory.shape[0]
     tokens = torch.full((B, 1), cfg.bos_id, dtype=torch.long, device=memory.device)
     done = torch.zeros(B, dtype=torch.bool, device=memory.device)
     for t in range(max_len):
-        nxt = _step_log_probs(decoder, tokens, memory, memory_mask, banned, first=t == 0).argmax(-1)
+        nxt = _step_log_probs(decoder, tokens, memory, memory_mask, banned, first=t == 0, no_repeat_ngram=no_repeat_ngram).argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, cfg.eos_id), nxt)
         tokens = torch.cat([tokens, nxt[:, None]], dim=1)
         done |= nxt == cfg.eos_id
@@ -386,7 +408,8 @@ def greedy_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: to
 
 
 @torch.no_grad()
-def beam_decode_batch(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None) -> list[list[int]]:
+def beam_decode_batch(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, beam_size: int, length_penalty: float = 0.6, max_len: int | None = None,
+                      no_repeat_ngram: int = 0) -> list[list[int]]:
     """Beam search for a batch of clips (``memory [B, La, Dv]``): the best hypothesis' piece ids per clip.
 
     Per clip, each step extends every live hypothesis and keeps the ``beam_size`` best of all
@@ -406,7 +429,7 @@ def beam_decode_batch(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask
     scores[:, 0] = 0.0  # one live hypothesis ([CLS]) per clip at the start
     finished: list[list[tuple[list[int], float]]] = [[] for _ in range(B)]
     for t in range(max_len):
-        logp = _step_log_probs(decoder, tokens, mem, mem_mask, banned, first=t == 0).cpu()  # [B*K, V]
+        logp = _step_log_probs(decoder, tokens, mem, mem_mask, banned, first=t == 0, no_repeat_ngram=no_repeat_ngram).cpu()  # [B*K, V]
         vocab = logp.shape[1]
         total = (scores.reshape(-1, 1) + logp).reshape(B, K * vocab)
         top = torch.topk(total, K, dim=1)
@@ -439,7 +462,8 @@ def beam_decode(decoder: CaptionDecoder, memory: torch.Tensor, memory_mask: torc
 
 
 @torch.no_grad()
-def generate(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequence[CaptionClip], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 32, dtype: str = "fp32", progress: bool = True) -> list[str]:
+def generate(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequence[CaptionClip], beam_size: int = 1, length_penalty: float = 0.6, batch_size: int = 32, dtype: str = "fp32", progress: bool = True,
+             no_repeat_ngram: int = 0) -> list[str]:
     """Detokenised captions for ``clips`` (greedy for ``beam_size=1``, else beam search)."""
     captioner.eval()
     decoder = decoder_of(captioner)
@@ -454,9 +478,9 @@ def generate(captioner: FinetunedModel, assembler: ClipAssembler, clips: Sequenc
             memory, mask = encode(captioner, batch)
             memory = memory.float()
             if beam_size == 1:
-                ids = greedy_decode(decoder, memory, mask, banned)
+                ids = greedy_decode(decoder, memory, mask, banned, no_repeat_ngram=no_repeat_ngram)
             else:
-                ids = beam_decode_batch(decoder, memory, mask, banned, beam_size, length_penalty)
+                ids = beam_decode_batch(decoder, memory, mask, banned, beam_size, length_penalty, no_repeat_ngram=no_repeat_ngram)
         texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
         bar.update(len(chunk))
     bar.close()
@@ -484,7 +508,8 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
     if own:
         predictions = own_generate(model, assembler, clips, settings.max_caption_len - 1, settings.batch_size, settings.dtype)
     else:
-        predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype)
+        predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype,
+                               no_repeat_ngram=settings.no_repeat_ngram)
     scores = caption_metrics({c.name: p for c, p in zip(clips, predictions)}, {c.name: [c.sentence] for c in clips}, meteor=settings.meteor)
     all_scores = scores.to_dict()
     metrics = {name: all_scores[name] for name in REPORTED}
@@ -496,9 +521,11 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
     decoding = "greedy" if (own or settings.beam_size == 1) else f"beam {settings.beam_size}"
     if own:
         notes.append(f"the model's own generation ({type(base_model(model)).__name__}.generate_captions), greedy, "
-                     f"at most {settings.max_caption_len - 1} words; no decoder; no region cues")
+                     f"at most {settings.max_caption_len - 1} words; no decoder; no region cues"
+                     + ("; no_repeat_ngram not applied (the decoder route's setting)" if settings.no_repeat_ngram else ""))
     else:
-        notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)")
+        notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)"
+                     + (f"; no {settings.no_repeat_ngram}-gram of word pieces twice (no_repeat_ngram)" if settings.no_repeat_ngram else ""))
     return [
         make_record(
             TASK,
