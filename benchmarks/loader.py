@@ -221,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         from train_step import bench_preset
 
         torch.set_num_threads(args.step_threads)
-        device = torch.device("cuda" if args.step_device == "auto" and torch.cuda.is_available() else
-                              "cpu" if args.step_device == "auto" else args.step_device)
-        step = bench_preset("base", "bf16", args.batch_size, steps=2, warmup=1, device=device)
+        from actbert.tasks.common import resolve_device
+
+        step = bench_preset("base", "bf16", args.batch_size, steps=2, warmup=1,
+                            device=resolve_device(args.step_device, "--step-device"))
     gflop_per_sample = step["gflop_per_step"] / step["batch"] if step else None
     gpu_rate = args.gpu_peak_tflops * 1e3 * args.mfu / gflop_per_sample if step else None
 

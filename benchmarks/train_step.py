@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from actbert.models.actbert import random_batch
 from actbert.models.registry import create_model
+from actbert.tasks.common import resolve_device
 from actbert.train.config import PretrainConfig, load_pretrain_config
 from actbert.train.loop import build_optimizer
 from actbert.utils.precision import MasterWeights
@@ -207,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device, "--device")
     torch.set_num_threads(args.threads)
     sizes = {}
     for item in args.batch_size:
