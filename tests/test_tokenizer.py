@@ -38,6 +38,20 @@ def test_special_tokens_are_never_split_or_lowercased(tokenizer):
     assert tokenizer.decode(ids, skip_special_tokens=True) == "stir"
 
 
+def test_encode_gives_the_hugging_face_tokenizers_ids(tokenizer):
+    # encode calls a copy of the Rust backend directly; transformers' own encode is the reference.
+    # The long text runs past the 128 word pieces that tokenizer.json truncates and pads to.
+    assert tokenizer._words is not None  # the fast path is the one under test
+    long = " ".join(["now we slowly stir the sauce until it thickens"] * 30)
+    texts = ["", "   ", "Cut the Onions, then add salt.", "Crème brûlée, naïve café", "日本語のテキスト",
+             "emoji 🙂 and tabs\tand\nnewlines", f"an {ACT_TOKEN} inside and {REGION_TOKEN}", "[MASK] [CLS] [sep]",
+             "unbelievably-hyphenated words... (parenthesised)", long]
+    for text in texts:
+        want = tokenizer.hf.encode(text, add_special_tokens=False)
+        assert tokenizer.encode(text) == want, text
+    assert len(tokenizer.encode(long)) > 128
+
+
 def test_bare_vocab_file_gives_the_same_ids(tokenizer, tmp_path):
     from_file = load_tokenizer(default_tokenizer_path() / "vocab.txt")
     text = "whisk the eggs unbelievably fast"

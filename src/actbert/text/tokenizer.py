@@ -73,6 +73,7 @@ class ActBertTokenizer:
         self.unk_id: int = ids["unk_id"]
         self.act_id: int = hf_tokenizer.convert_tokens_to_ids(ACT_TOKEN)
         self.region_id: int = hf_tokenizer.convert_tokens_to_ids(REGION_TOKEN)
+        self._words = _words_only(hf_tokenizer)
 
     @property
     def vocab_size(self) -> int:
@@ -88,6 +89,8 @@ class ActBertTokenizer:
         """Word-piece ids of ``text`` without any special token: ``list[int]``."""
         if not isinstance(text, str):
             raise TypeError(f"encode expects a string, got {type(text).__name__}")
+        if self._words is not None:
+            return self._words.encode(text, add_special_tokens=False).ids
         return list(self.hf.encode(text, add_special_tokens=False))
 
     def tokenize(self, text: str) -> list[str]:
@@ -117,6 +120,27 @@ class ActBertTokenizer:
 
     def __repr__(self) -> str:
         return f"ActBertTokenizer(source={self.source!r}, vocab_size={self.vocab_size}, act_id={self.act_id}, region_id={self.region_id})"
+
+
+def _words_only(hf_tokenizer):
+    """A copy of the fast tokenizer's Rust backend with truncation and padding off (None: not a fast tokenizer).
+
+    The pretraining data path encodes every clip it uses, and for a short narration most of
+    ``hf.encode``'s time is transformers' Python around the Rust call (docs/scale.md, "Data-path
+    speed"). The backend cannot be called as it is: ``tokenizer.json`` configures it
+    to truncate and pad to 128, which ``hf.encode`` switches off on every call. The copy has both off
+    for good, so it gives ``hf.encode(text, add_special_tokens=False)``'s ids (tests/test_tokenizer.py).
+    Tokens added to ``hf`` after this wrapper was made are not in the copy.
+    """
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    words = Tokenizer.from_str(backend.to_str())
+    words.no_truncation()
+    words.no_padding()
+    return words
 
 
 def _from_vocab_file(tokenizer_cls, path: Path, do_lower_case: bool):
