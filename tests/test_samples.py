@@ -67,6 +67,39 @@ def test_alignment_by_segment_centre():
     assert align_text_to_clips(clip_times, narration) == [[0], [1, 2], [], [3]]
 
 
+def test_alignment_matches_the_rule_clip_by_clip_on_random_segments():
+    # The rule of the module docstring, written here pair by pair: segments centred in [start, end)
+    # in time order (start, then file order); none: the nearest centre (first in file order) if it
+    # overlaps the clip. Ties, equal starts, empty and inverted clips and NaN clip ends all occur.
+    from actbert.data.corpus import Narration
+
+    def by_rule(clip, start, end):
+        centres = [(s + e) / 2 for s, e in zip(start, end)]
+        inside = sorted((i for i, m in enumerate(centres) if clip[0] <= m < clip[1]), key=lambda i: (start[i], i))
+        if not inside and centres:
+            mid = (clip[0] + clip[1]) / 2
+            distance = [abs(m - mid) for m in centres]
+            nearest = distance.index(min(distance)) if not np.isnan(mid) else 0
+            if start[nearest] < clip[1] and end[nearest] > clip[0]:
+                inside = [nearest]
+        return inside
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        segments = int(rng.integers(0, 12))
+        start = rng.integers(0, 30, segments).astype(np.float64)  # whole seconds: many ties
+        end = start + rng.integers(0, 6, segments)
+        clips = np.sort(rng.integers(0, 36, (int(rng.integers(1, 10)), 2)), axis=1).astype(np.float64)
+        if trial % 5 == 0:
+            clips[0] = clips[0, ::-1] + [1.0, 0.0]  # inverted
+        if trial % 7 == 0:
+            clips[-1, 1] = np.nan
+        narration = Narration(start, end, ["x"] * segments)
+        got = align_text_to_clips(clips, narration)
+        want = [by_rule(clip.tolist(), start.tolist(), end.tolist()) for clip in clips]
+        assert got == want, (trial, clips, start, end)
+
+
 def load_narrations_from(data, tmp=None):
     import tempfile
     from pathlib import Path

@@ -135,22 +135,47 @@ def align_text_to_clips(clip_times: np.ndarray, narration: Narration) -> list[li
 
     clip_times ``[C, 2]`` -> C lists of segment indices, each in time order.
     """
-    centres = (narration.start + narration.end) / 2.0
-    order = np.argsort(narration.start, kind="stable")
-    ordered = centres[order]
-    clip_times = np.asarray(clip_times, np.float64).reshape(-1, 2)
-    # [C, S]: segment (in start order) centred inside the clip; one comparison for all pairs
-    within = (clip_times[:, :1] <= ordered[None, :]) & (ordered[None, :] < clip_times[:, 1:])
-    out: list[list[int]] = []
-    for (c_start, c_end), row in zip(clip_times, within):
-        inside = order[row].tolist()
-        if not inside and len(centres):
+    alignment = TextAlignment(clip_times, narration)
+    return [alignment[c] for c in range(len(alignment))]
+
+
+class TextAlignment:
+    """:func:`align_text_to_clips` one clip at a time: ``alignment[c]`` is clip ``c``'s list of segment indices.
+
+    The corpus asks for the ~10 clips of a sample's window out of a video's ~100, so the work per clip
+    is two binary searches over the segments sorted by centre, done for every clip at once up front,
+    and a sort of the few segments found (the C x S comparison table this replaced cost most of a
+    video's load, benchmarks/loader.py).
+    """
+
+    def __init__(self, clip_times: np.ndarray, narration: Narration):
+        self.narration = narration
+        self.centres = (narration.start + narration.end) / 2.0
+        self.by_centre = np.argsort(self.centres, kind="stable")  # NaN centres sort last and are never found
+        # rank[i]: where segment i comes in time order (start, then file order): the order of a clip's list
+        self.rank = np.empty(len(self.centres), np.int64)
+        self.rank[np.argsort(narration.start, kind="stable")] = np.arange(len(self.centres))
+        self.clip_times = np.asarray(clip_times, np.float64).reshape(-1, 2)
+        # segments centred in [start, end) are by_centre[lo:hi]; a clip with a NaN end finds none
+        centres = self.centres[self.by_centre]
+        self.lo = np.searchsorted(centres, self.clip_times[:, 0], side="left")
+        self.hi = np.searchsorted(centres, self.clip_times[:, 1], side="left")
+        self.hi[~np.isfinite(self.clip_times).all(axis=1)] = 0
+
+    def __len__(self) -> int:
+        return len(self.clip_times)
+
+    def __getitem__(self, c: int) -> list[int]:
+        inside = self.by_centre[self.lo[c]: self.hi[c]]
+        if len(inside) > 1:
+            inside = inside[np.argsort(self.rank[inside], kind="stable")]
+        if not len(inside) and len(self.centres):
             # no segment centred in the clip: take the nearest one if it overlaps the clip at all
-            nearest = int(np.argmin(np.abs(centres - (c_start + c_end) / 2.0)))
-            if narration.start[nearest] < c_end and narration.end[nearest] > c_start:
-                inside = [nearest]
-        out.append(inside)
-    return out
+            c_start, c_end = self.clip_times[c]
+            nearest = int(np.argmin(np.abs(self.centres - (c_start + c_end) / 2.0)))
+            if self.narration.start[nearest] < c_end and self.narration.end[nearest] > c_start:
+                return [nearest]
+        return inside.tolist()
 
 
 def clip_token_ids(clip_times: np.ndarray, narration: Narration, tokenizer: TextEncoder) -> list[list[int]]:
@@ -431,7 +456,7 @@ class ClipTokens(Sequence):
     """
 
     def __init__(self, clip_times: np.ndarray, narration: Narration, tokenizer: TextEncoder):
-        self._segments = align_text_to_clips(clip_times, narration)
+        self._segments = TextAlignment(clip_times, narration)
         self._narration, self._tokenizer = narration, tokenizer
         self._done: dict[int, list[int]] = {}
 
@@ -462,6 +487,7 @@ class _ClipRegions:
 
     Building every clip of a video up front cost a HowTo100M-length video (111 clips, ~450 frames) about
     40 MB of copies per sample drawn from it, for the 10 clips a sample uses (benchmarks/loader.py).
+    :meth:`window` gathers a sample's regions straight into its stream, one indexing per array.
     """
 
     def __init__(self, where: str, frames_of: "_ClipFrames", counts: np.ndarray, features: np.ndarray,
@@ -471,34 +497,64 @@ class _ClipRegions:
         self.rpf, self.slots = rpf, slots
         self.shapes = ((slots, features.shape[2]), (slots, 5), (slots, probs.shape[2]), (slots,), (slots,))
         self.dtypes = (np.float32, np.float32, np.float32, bool, np.int64)
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._last: tuple[int, tuple[np.ndarray, ...]] | None = None
         self._valid: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.frames_of)
 
+    def rows(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where clip ``c``'s real regions are, in slot order: (frame index, region index, frame slot), int64 [n] each."""
+        done = self._rows.get(c)
+        if done is None:
+            frame, region, slot_of = [], [], []
+            slot = 0
+            for j, f in enumerate(self.frames_of[c].tolist()):
+                n = int(min(self.counts[f], self.rpf, self.slots - slot))
+                frame += [f] * n
+                region += range(n)
+                slot_of += [j] * n
+                slot += n
+            done = self._rows[c] = tuple(np.asarray(x, np.int64) for x in (frame, region, slot_of))
+        return done
+
+    def gather(self, frame: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """features [n, Dr], locations [n, 5], class distributions [n, K] (float32) of these (frame, region)
+        pairs, checked for NaN/inf: one fancy-indexing read of the memory map per array."""
+        out = tuple(source[frame, region].astype(np.float32, copy=False) for source in self.sources)
+        self.check_finite(out)
+        return out  # type: ignore[return-value]
+
     def valid(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Clip ``c``'s real regions only, in slot order: features [n, Dr], locations [n, 5], class
         distributions [n, K] (float32) and frame slots [n] (what a sample takes, without the padding)."""
         if self._valid is not None and self._valid[0] == c:
             return self._valid[1]
-        parts: tuple[list, list, list, list] = ([], [], [], [])
-        slot = 0
-        for j, f in enumerate(self.frames_of[c]):
-            n = int(min(self.counts[f], self.rpf, self.slots - slot))
-            for part, source in zip(parts, self.sources):
-                part.append(source[f, :n])
-            parts[3].append(np.full(n, j, np.int64))
-            slot += n
-        dims = (self.shapes[0][1], 5, self.shapes[2][1])
-        out = tuple(np.concatenate(part).astype(np.float32, copy=False) if part else np.zeros((0, d), np.float32)
-                    for part, d in zip(parts[:3], dims))
-        frames = np.concatenate(parts[3]) if parts[3] else np.zeros(0, np.int64)
-        for name, array in zip(("region_features", "region_locations", "region_class_probs"), out):
-            if not np.isfinite(array).all():
-                raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
-        self._valid = (c, (*out, frames))
+        frame, region, slots = self.rows(c)
+        self._valid = (c, (*self.gather(frame, region), slots))
         return self._valid[1]
+
+    def window(self, clips: range) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The region stream of these clips: (each clip's frame slots [n_i], then features [L, Dr],
+        locations [L, 5] and class distributions [L, K] with each clip's real regions followed by one zero
+        row for its [SEP]), ``L = sum(n_i + 1)``.
+
+        The [SEP] rows read region 0 of frame 0 in the same indexing (no second copy) and are zeroed after.
+        """
+        parts = [self.rows(c) for c in clips]
+        if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
+            out = tuple(np.zeros((len(parts), source.shape[2]), np.float32) for source in self.sources)
+            return [slots for _, _, slots in parts], out  # type: ignore[return-value]
+        sep = np.zeros(1, np.int64)
+        frame = np.concatenate([x for f, _, _ in parts for x in (f, sep)])
+        region = np.concatenate([x for _, r, _ in parts for x in (r, sep)])
+        ends = np.cumsum([len(f) + 1 for f, _, _ in parts]) - 1
+        out = tuple(source[frame, region].astype(np.float32, copy=False) for source in self.sources)
+        for array in out:
+            array[ends] = 0.0
+        self.check_finite(out)
+        return [slots for _, _, slots in parts], out  # type: ignore[return-value]
 
     def clip(self, c: int) -> tuple[np.ndarray, ...]:
         """Clip ``c``'s padded arrays: features, locations, class distributions, valid flags, frame slots."""
@@ -514,7 +570,11 @@ class _ClipRegions:
 
     def verify(self) -> None:
         """Check every frame's arrays for NaN/inf (what :meth:`Corpus.check` does before training)."""
-        for name, array in zip(("region_features", "region_locations", "region_class_probs"), self.sources):
+        self.check_finite(self.sources)
+
+    def check_finite(self, arrays: Sequence[np.ndarray]) -> None:
+        """Raise :class:`CorpusError` naming the field when features, locations or class distributions hold NaN/inf."""
+        for name, array in zip(("region_features", "region_locations", "region_class_probs"), arrays):
             if not np.isfinite(array).all():
                 raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
 

@@ -170,30 +170,35 @@ class SampleBuilder:
         sentences = text_clips.tokens[t_start : t_start + t_size]
         input_ids, text_seg, text_special = self.text_stream(sentences)
 
-        # action stream: one [ACT] per clip + [SEP]
-        a_feat = clips.action_features[window]
-        da, v = a_feat.shape[1], clips.action_targets.shape[1]
-        action_features = np.concatenate([a_feat, np.zeros((1, da), np.float32)])
-        action_targets = np.concatenate([clips.action_targets[window], np.zeros((1, v), np.float32)])
+        # action stream: one [ACT] per clip + [SEP] (zero features and targets)
+        a_feat, a_tgt = clips.action_features, clips.action_targets
+        action_features = np.zeros((size + 1, a_feat.shape[1]), np.float32)
+        action_features[:size] = a_feat[window]
+        action_targets = np.zeros((size + 1, a_tgt.shape[1]), np.float32)
+        action_targets[:size] = a_tgt[window]
         action_ids = np.asarray([sp.act_id] * size + [sp.sep_id], np.int64)
         action_seg = np.asarray(list(range(size)) + [size - 1], np.int64)
         action_pos = np.arange(size + 1, dtype=np.int64)
 
-        # region stream: the valid regions of each clip's frame(s), then [SEP]
-        fpc = self.corpus.frames_per_clip
-        dr, k = clips.region_features.shape[2], clips.region_class_probs.shape[2]
-        r_ids, r_seg, r_pos, r_feat, r_loc, r_tgt = [], [], [], [], [], []
-        offset = 0  # position id of the clip's first frame
-        # a corpus's clips build a clip's real regions directly (data/corpus.py), skipping the padded copy
+        # region stream: the valid regions of each clip's frame(s), then [SEP] (zero features)
         per_clip = getattr(clips.region_features, "regions", None)
-        for i, c in enumerate(range(start, start + size)):
-            if per_clip is not None:
-                feat_c, loc_c, prob_c, frames = per_clip.valid(c)
-            else:
+        if per_clip is not None:
+            # a corpus's clips gather the window's real regions straight from the store (data/corpus.py)
+            frames_of, (region_features, region_locations, region_targets) = per_clip.window(range(start, start + size))
+        else:
+            frames_of, parts = [], ([], [], [])
+            for c in range(start, start + size):
                 valid = clips.region_valid[c]
-                frames = clips.region_frame[c][valid]
-                feat_c, loc_c, prob_c = (clips.region_features[c][valid], clips.region_locations[c][valid],
-                                         clips.region_class_probs[c][valid])
+                frames_of.append(clips.region_frame[c][valid])
+                for part, array in zip(parts, (clips.region_features[c], clips.region_locations[c],
+                                               clips.region_class_probs[c])):
+                    part += [array[valid], np.zeros((1, array.shape[-1]), np.float32)]
+            region_features, region_locations, region_targets = (np.concatenate(p).astype(np.float32, copy=False)
+                                                                 for p in parts)
+        fpc = self.corpus.frames_per_clip
+        r_ids, r_seg, r_pos = [], [], []
+        offset = 0  # position id of the clip's first frame
+        for i, (c, frames) in enumerate(zip(range(start, start + size), frames_of)):
             n = len(frames)
             # clips without frame counts ("nearest" frames; downstream units) take frames_per_clip slots
             slots = fpc if clips.frame_slots is None else max(int(clips.frame_slots[c]), 1)
@@ -204,12 +209,6 @@ class SampleBuilder:
             last_frame = int(frames[-1]) if n else slots - 1
             r_pos.extend((offset + frames).tolist() + [offset + last_frame])
             offset += slots
-            r_feat.append(feat_c)
-            r_feat.append(np.zeros((1, dr), np.float32))
-            r_loc.append(loc_c)
-            r_loc.append(np.zeros((1, 5), np.float32))
-            r_tgt.append(prob_c)
-            r_tgt.append(np.zeros((1, k), np.float32))
 
         lt, la, lr = len(input_ids), size + 1, len(r_ids)
         return Sample(
@@ -219,16 +218,16 @@ class SampleBuilder:
             text_position_ids=np.arange(lt, dtype=np.int64),
             text_special=text_special,
             action_token_ids=action_ids,
-            action_features=action_features.astype(np.float32, copy=True),
+            action_features=action_features,
             action_segment_ids=action_seg,
             action_position_ids=action_pos,
-            action_targets=action_targets.astype(np.float32, copy=False),
+            action_targets=action_targets,
             region_token_ids=np.asarray(r_ids, np.int64),
-            region_features=np.concatenate(r_feat).astype(np.float32, copy=False),
-            region_locations=np.concatenate(r_loc).astype(np.float32, copy=False),
+            region_features=region_features,
+            region_locations=region_locations,
             region_segment_ids=np.asarray(r_seg, np.int64),
             region_position_ids=np.asarray(r_pos, np.int64),
-            region_targets=np.concatenate(r_tgt).astype(np.float32, copy=False),
+            region_targets=region_targets,
             match_label=1.0 if text_from is None else 0.0,
             text_video_id=text_clips.video_id,
             mlm_labels=np.full(lt, -100, np.int64),

@@ -31,10 +31,18 @@ from actbert.models.processing import Item, Processor, VideoRef
 def _pad(rows: Sequence[np.ndarray], length: int, value, dtype: torch.dtype) -> torch.Tensor:
     """Stack ``rows`` (each ``[L_i, ...]``) into ``[B, length, ...]`` filled with ``value``."""
     first = rows[0]
-    out = np.full((len(rows), length, *first.shape[1:]), value, dtype=first.dtype)
+    # each element is written once: the rows, then only the padding after them (a batch of base-layout
+    # region features is ~3 MB, which np.full would write twice)
+    out = np.empty((len(rows), length, *first.shape[1:]), dtype=first.dtype)
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
+        out[i, len(row):] = value
     return torch.from_numpy(out).to(dtype)
+
+
+def _mask(lengths: Sequence[int], length: int) -> torch.Tensor:
+    """``[B, length]`` bool: True at the first ``lengths[b]`` positions of row ``b``."""
+    return torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
 
 
 @dataclass
@@ -66,18 +74,18 @@ class Collator:
             input_ids=_pad(col("input_ids"), lt, self.pad_id, i64),
             text_segment_ids=_pad(col("text_segment_ids"), lt, 0, i64),
             text_position_ids=_pad(col("text_position_ids"), lt, 0, i64),
-            text_mask=_pad([np.ones(len(s.input_ids), bool) for s in samples], lt, False, torch.bool),
+            text_mask=_mask([len(s.input_ids) for s in samples], lt),
             action_token_ids=_pad(col("action_token_ids"), la, self.pad_id, i64),
             action_features=_pad(col("action_features"), la, 0.0, f32),
             action_segment_ids=_pad(col("action_segment_ids"), la, 0, i64),
             action_position_ids=_pad(col("action_position_ids"), la, 0, i64),
-            action_mask=_pad([np.ones(len(s.action_token_ids), bool) for s in samples], la, False, torch.bool),
+            action_mask=_mask([len(s.action_token_ids) for s in samples], la),
             region_token_ids=_pad(col("region_token_ids"), lr, self.pad_id, i64),
             region_features=_pad(col("region_features"), lr, 0.0, f32),
             region_locations=_pad(col("region_locations"), lr, 0.0, f32),
             region_segment_ids=_pad(col("region_segment_ids"), lr, 0, i64),
             region_position_ids=_pad(col("region_position_ids"), lr, 0, i64),
-            region_mask=_pad([np.ones(len(s.region_token_ids), bool) for s in samples], lr, False, torch.bool),
+            region_mask=_mask([len(s.region_token_ids) for s in samples], lr),
             mlm_labels=_pad(col("mlm_labels"), lt, IGNORE_INDEX, i64),
             action_targets=_pad(col("action_targets"), la, 0.0, f32),
             action_target_mask=_pad(col("action_target_mask"), la, False, torch.bool),
