@@ -144,8 +144,8 @@ class TextAlignment:
 
     The corpus asks for the ~10 clips of a sample's window out of a video's ~100, so the work per clip
     is two binary searches over the segments sorted by centre, done for every clip at once up front,
-    and a sort of the few segments found (the C x S comparison table this replaced cost most of a
-    video's load, benchmarks/loader.py).
+    and a sort of the few segments found, instead of a ``[C, S]`` comparison table per video
+    (docs/scale.md, "Data-path speed", fix 4).
     """
 
     def __init__(self, clip_times: np.ndarray, narration: Narration):

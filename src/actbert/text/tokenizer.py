@@ -125,11 +125,11 @@ class ActBertTokenizer:
 def _words_only(hf_tokenizer):
     """A copy of the fast tokenizer's Rust backend with truncation and padding off (None: not a fast tokenizer).
 
-    The pretraining data path encodes every clip it uses, and for a short narration most of
-    ``hf.encode``'s time is transformers' Python around the Rust call (docs/scale.md, "Data-path
-    speed"). The backend cannot be called as it is: ``tokenizer.json`` configures it
-    to truncate and pad to 128, which ``hf.encode`` switches off on every call. The copy has both off
-    for good, so it gives ``hf.encode(text, add_special_tokens=False)``'s ids (tests/test_tokenizer.py).
+    The pretraining data path encodes every clip it uses, and for short narrations most of
+    ``hf.encode``'s time in the loader benchmark's profile was transformers' Python around the
+    Rust call (docs/scale.md, "Data-path speed", fix 4). The backend cannot be called as it is:
+    ``tokenizer.json`` configures it to truncate and pad to 128, which ``hf.encode`` switches off
+    on every call. The copy has both off for good, so it gives ``hf.encode(text, add_special_tokens=False)``'s ids (tests/test_tokenizer.py).
     Tokens added to ``hf`` after this wrapper was made are not in the copy.
     """
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
