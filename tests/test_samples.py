@@ -14,7 +14,7 @@ from actbert.models.actbert.processing import Collator
 from actbert.data.corpus import Corpus, CorpusError, align_text_to_clips, load_narrations, nearest_frames
 from actbert.data.masking import MaskingConfig
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
-from actbert.data.samples import PretrainDataset, SampleBuilder, SpecialTokens, truncate_sentences
+from actbert.data.samples import PretrainDataset, SampleBuilder, SpecialTokens, draw_sample, truncate_sentences
 from actbert.data.store import FeatureStore
 from actbert.text.tokenizer import load_tokenizer
 from actbert.utils.io import atomic_write_json, read_json
@@ -190,6 +190,46 @@ def test_negatives_take_text_from_another_video(corpus, tokenizer):
         assert s.match_label == 0.0 and s.text_video_id != s.video_id
     with pytest.raises(CorpusError, match="at least 2 videos"):
         PretrainDataset(corpus, SampleBuilder(corpus, sp, 10, 96), MaskingConfig(), video_ids=corpus.video_ids[:1])
+
+
+class _EveryRowsTargets(SampleBuilder):
+    """The builder as it was: every region row's class distribution read before masking, none zeroed."""
+
+    def build(self, clips, start, size, text_from=None, region_targets=True):
+        return super().build(clips, start, size, text_from, region_targets=True)
+
+    def masked_region_targets(self, sample, clips, start, size):
+        return sample
+
+
+@pytest.mark.parametrize("frames", ["nearest", "all"])
+def test_pretraining_samples_read_class_distributions_at_masked_regions_only(random_corpus, tokenizer, frames):
+    """draw_sample reads the detector's class distributions after masking, at the masked rows: the same
+    sample as reading every row before masking, with the other rows' targets zero (no loss reads them)."""
+    store_dir, narrations = random_corpus
+    corpus = Corpus(FeatureStore(store_dir), narrations, tokenizer, region_frames=frames)
+    sp = SpecialTokens.from_tokenizer(tokenizer)
+    masking = MaskingConfig(region_mask_probability=0.4, negative_probability=0.5)
+    ids = corpus.video_ids
+    text_of = lambda j: corpus[ids[j]]  # noqa: E731
+    masked_rows = unmasked_rows = 0
+    for i in range(10):
+        clips = corpus[ids[i % len(ids)]]
+        args = (masking, np.random.default_rng([7, i]), clips, i % len(ids), len(ids), text_of)
+        got = draw_sample(SampleBuilder(corpus, sp, 5, 96), *args)
+        args = (masking, np.random.default_rng([7, i]), clips, i % len(ids), len(ids), text_of)
+        ref = draw_sample(_EveryRowsTargets(corpus, sp, 5, 96), *args)
+        for f in dataclasses.fields(got):
+            if f.name != "region_targets":
+                assert np.array_equal(getattr(got, f.name), getattr(ref, f.name)), (i, f.name)
+        mask = got.region_target_mask
+        real = got.region_token_ids == sp.region_id
+        np.testing.assert_array_equal(got.region_targets[mask], ref.region_targets[mask])
+        np.testing.assert_allclose(ref.region_targets[mask].sum(axis=1), 1.0, atol=1e-5)
+        assert not got.region_targets[~mask].any() and got.region_targets.dtype == np.float32
+        masked_rows += int(mask.sum())
+        unmasked_rows += int((real & ~mask).sum())
+    assert masked_rows > 0 and unmasked_rows > 0
 
 
 class _ShortenedVideos:

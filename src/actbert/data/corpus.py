@@ -535,26 +535,54 @@ class _ClipRegions:
         self._valid = (c, (*self.gather(frame, region), slots))
         return self._valid[1]
 
-    def window(self, clips: range) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """The region stream of these clips: (each clip's frame slots [n_i], then features [L, Dr],
-        locations [L, 5] and class distributions [L, K] with each clip's real regions followed by one zero
-        row for its [SEP]), ``L = sum(n_i + 1)``.
-
-        The [SEP] rows read region 0 of frame 0 in the same indexing (no second copy) and are zeroed after.
-        """
+    def _stream_index(self, clips: range) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
+        """(each clip's :meth:`rows`, then frame index [L], region index [L] and the [SEP] rows' positions
+        [len(clips)]) of the window's region stream, each clip's real regions followed by its [SEP], which
+        points at region 0 of frame 0 (read in the same indexing, zeroed after)."""
         parts = [self.rows(c) for c in clips]
-        if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
-            out = tuple(np.zeros((len(parts), source.shape[2]), np.float32) for source in self.sources)
-            return [slots for _, _, slots in parts], out  # type: ignore[return-value]
         sep = np.zeros(1, np.int64)
         frame = np.concatenate([x for f, _, _ in parts for x in (f, sep)])
         region = np.concatenate([x for _, r, _ in parts for x in (r, sep)])
         ends = np.cumsum([len(f) + 1 for f, _, _ in parts]) - 1
-        out = tuple(source[frame, region].astype(np.float32, copy=False) for source in self.sources)
-        for array in out:
-            array[ends] = 0.0
-        self.check_finite(out)
-        return [slots for _, _, slots in parts], out  # type: ignore[return-value]
+        return parts, frame, region, ends
+
+    def window(self, clips: range, targets: bool = True
+               ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """The region stream of these clips: (each clip's frame slots [n_i], then features [L, Dr],
+        locations [L, 5] and class distributions [L, K] with each clip's real regions followed by one zero
+        row for its [SEP]), ``L = sum(n_i + 1)``.
+
+        ``targets=False`` leaves the class distributions out (``None``): the pretraining loss reads them at
+        the masked rows only, which :meth:`window_targets` gathers once the mask is drawn (at the base
+        layout they are 44% of a window's bytes, and about 15% of its rows are masked).
+        """
+        parts, frame, region, ends = self._stream_index(clips)
+        sources = self.sources if targets else self.sources[:2]
+        if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
+            out = [np.zeros((len(parts), source.shape[2]), np.float32) for source in sources]
+        else:
+            out = [source[frame, region].astype(np.float32, copy=False) for source in sources]
+            for array in out:
+                array[ends] = 0.0
+            self.check_finite(out)
+        slots = [slots for _, _, slots in parts]
+        return slots, (out[0], out[1], out[2] if targets else None)
+
+    def window_targets(self, clips: range, at: np.ndarray) -> np.ndarray:
+        """``[L, K]`` float32: the class distributions of :meth:`window`'s stream rows where ``at [L]`` (bool)
+        is True, zero elsewhere ([SEP] rows are zero whatever ``at`` says); checked for NaN/inf."""
+        _, frame, region, ends = self._stream_index(clips)
+        probs = self.sources[2]
+        if len(at) != len(frame):
+            raise ValueError(f"{self.where}: a mask of {len(at)} rows for a region stream of {len(frame)}")
+        out = np.zeros((len(frame), probs.shape[2]), np.float32)
+        at = np.asarray(at, bool).copy()
+        at[ends] = False
+        if at.any():
+            rows = probs[frame[at], region[at]].astype(np.float32, copy=False)
+            self.check_finite([rows], names=("region_class_probs",))
+            out[at] = rows
+        return out
 
     def clip(self, c: int) -> tuple[np.ndarray, ...]:
         """Clip ``c``'s padded arrays: features, locations, class distributions, valid flags, frame slots."""
@@ -572,9 +600,11 @@ class _ClipRegions:
         """Check every frame's arrays for NaN/inf (what :meth:`Corpus.check` does before training)."""
         self.check_finite(self.sources)
 
-    def check_finite(self, arrays: Sequence[np.ndarray]) -> None:
-        """Raise :class:`CorpusError` naming the field when features, locations or class distributions hold NaN/inf."""
-        for name, array in zip(("region_features", "region_locations", "region_class_probs"), arrays):
+    def check_finite(self, arrays: Sequence[np.ndarray],
+                     names: Sequence[str] = ("region_features", "region_locations", "region_class_probs")) -> None:
+        """Raise :class:`CorpusError` naming the field when one of ``arrays`` (features, locations, class
+        distributions unless ``names`` says otherwise) holds NaN/inf."""
+        for name, array in zip(names, arrays):
             if not np.isfinite(array).all():
                 raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
 

@@ -87,7 +87,9 @@ class Sample:
     region_locations: np.ndarray  # float32 [Lr, 5]
     region_segment_ids: np.ndarray  # int64 [Lr]
     region_position_ids: np.ndarray  # int64 [Lr]
-    region_targets: np.ndarray  # float32 [Lr, K]
+    # float32 [Lr, K] detector class distributions; a pretraining sample's (draw_sample) are zero where
+    # region_target_mask is False (no loss reads them there); None until then with build(region_targets=False)
+    region_targets: np.ndarray | None
     match_label: float = 1.0
     text_video_id: str = ""  # the video the text came from (differs for negatives)
     # filled by masking (all "no target" until then)
@@ -162,8 +164,13 @@ class SampleBuilder:
         start: int,
         size: int,
         text_from: tuple[VideoClips, int, int] | None = None,
+        region_targets: bool = True,
     ) -> Sample:
-        """Clips ``start .. start+size-1`` of ``clips``; text from ``text_from=(video, start, size)`` if given."""
+        """Clips ``start .. start+size-1`` of ``clips``; text from ``text_from=(video, start, size)`` if given.
+
+        ``region_targets=False``: a corpus's clips read no class distribution here (``region_targets`` is
+        None until :meth:`masked_region_targets`); other clips' are built whole all the same.
+        """
         sp = self.specials
         window = slice(start, start + size)
         text_clips, t_start, t_size = text_from if text_from is not None else (clips, start, size)
@@ -184,7 +191,8 @@ class SampleBuilder:
         per_clip = getattr(clips.region_features, "regions", None)
         if per_clip is not None:
             # a corpus's clips gather the window's real regions straight from the store (data/corpus.py)
-            frames_of, (region_features, region_locations, region_targets) = per_clip.window(range(start, start + size))
+            frames_of, (region_features, region_locations, targets) = per_clip.window(range(start, start + size),
+                                                                                      region_targets)
         else:
             frames_of, parts = [], ([], [], [])
             for c in range(start, start + size):
@@ -193,8 +201,8 @@ class SampleBuilder:
                 for part, array in zip(parts, (clips.region_features[c], clips.region_locations[c],
                                                clips.region_class_probs[c])):
                     part += [array[valid], np.zeros((1, array.shape[-1]), np.float32)]
-            region_features, region_locations, region_targets = (np.concatenate(p).astype(np.float32, copy=False)
-                                                                 for p in parts)
+            region_features, region_locations, targets = (np.concatenate(p).astype(np.float32, copy=False)
+                                                          for p in parts)
         fpc = self.corpus.frames_per_clip
         r_ids, r_seg, r_pos = [], [], []
         offset = 0  # position id of the clip's first frame
@@ -227,13 +235,26 @@ class SampleBuilder:
             region_locations=region_locations,
             region_segment_ids=np.asarray(r_seg, np.int64),
             region_position_ids=np.asarray(r_pos, np.int64),
-            region_targets=region_targets,
+            region_targets=targets,
             match_label=1.0 if text_from is None else 0.0,
             text_video_id=text_clips.video_id,
             mlm_labels=np.full(lt, -100, np.int64),
             action_target_mask=np.zeros(la, bool),
             region_target_mask=np.zeros(lr, bool),
         )
+
+
+    def masked_region_targets(self, sample: Sample, clips: VideoClips, start: int, size: int) -> Sample:
+        """Set ``sample.region_targets`` (``[Lr, K]``) to the class distributions at its masked regions
+        (``region_target_mask``) and zero elsewhere: all the pretraining losses read (they average over the
+        masked rows only), for a sample built by ``build(clips, start, size, ..., region_targets=False)``.
+        Modified in place and returned."""
+        if sample.region_targets is None:  # a corpus's clips: read the masked rows from the store
+            per_clip = clips.region_features.regions
+            sample.region_targets = per_clip.window_targets(range(start, start + size), sample.region_target_mask)
+        else:  # other clips' were built whole
+            sample.region_targets[~sample.region_target_mask] = 0.0
+        return sample
 
 
 class PretrainDataset(torch.utils.data.Dataset):
@@ -310,5 +331,8 @@ def draw_sample(builder: SampleBuilder, masking: MaskingConfig, rng: np.random.G
             start += int(rng.integers(0, size - n_size + 1))
             size = n_size
         text_from = (neg, n_start, n_size)
-    sample = builder.build(clips, start, size, text_from)
-    return mask_sample(sample, rng, masking, builder.specials)
+    # the class distributions are read once the masked regions are drawn, at those rows only
+    # (docs/scale.md, "Data-path speed", fix 5); mask_sample does not look at them
+    sample = builder.build(clips, start, size, text_from, region_targets=False)
+    sample = mask_sample(sample, rng, masking, builder.specials)
+    return builder.masked_region_targets(sample, clips, start, size)
