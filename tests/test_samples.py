@@ -339,3 +339,40 @@ def test_random_corpus_scene_keeps_the_videos_own_objects(random_corpus):
         for t, label in zip(np.asarray(video.frame_times), first):
             clip = min(int(np.searchsorted(ends, t, side="right")), len(ends) - 1)
             assert narrations[video_id]["text"][clip].endswith(objects[label]) or f" {objects[label]} " in narrations[video_id]["text"][clip]
+
+
+def _poison(store_dir, video_id, field, index):
+    """Rewrite one record of a store with NaN at ``field[index]`` (the store's writer refuses NaN, so
+    this is the damage a file can take after extraction)."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    path = FeatureStore(store_dir).path_for(video_id)
+    with safe_open(str(path), "np") as f:
+        arrays, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    arrays[field] = arrays[field].copy()
+    arrays[field][index] = np.nan
+    save_file(arrays, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("field", ["action_features", "action_targets"])
+def test_nan_in_a_videos_actions_is_named_by_check_and_by_the_sample_that_reads_it(random_corpus, tokenizer, tmp_path,
+                                                                                    field):
+    import shutil
+
+    store_dir, narrations = random_corpus
+    poisoned = tmp_path / "store"
+    shutil.copytree(store_dir, poisoned)
+    corpus = Corpus(FeatureStore(poisoned), narrations, tokenizer)
+    bad = corpus.video_ids[2]
+    _poison(poisoned, bad, field, (4, 0))
+    good, failures = corpus.check()
+    assert bad not in good and len(good) == len(corpus.video_ids) - 1
+    (failure,) = [f for f in failures if f["video_id"] == bad]
+    assert str(poisoned) in failure["error"] and f"field {field!r} contains NaN" in failure["error"]
+    # a sample reads its window's rows: the window over clip 4 names the record and the field; others build
+    builder = SampleBuilder(corpus, SpecialTokens.from_tokenizer(tokenizer), 3, 96)
+    clips = corpus[bad]
+    with pytest.raises(CorpusError, match=rf"{re.escape(str(poisoned))}: video '{bad}': field '{field}' contains NaN"):
+        builder.build(clips, 3, 3)
+    assert np.isfinite(builder.build(clips, 5, 3).action_features).all()

@@ -84,6 +84,9 @@ class VideoClips:
     region_frame: np.ndarray  # int64 [C, P] frame slot (0..frame_slots[c]-1) of each region
     # int64 [C] frames each clip's regions were taken from (None: frames_per_clip, the same for every clip)
     frame_slots: np.ndarray | None = None
+    # the record, for errors ("STORE: video 'x'"); a corpus's action arrays are the record's own (memory
+    # mapped, any float dtype) and checked for NaN/inf where a sample uses them (SampleBuilder.build)
+    where: str = ""
 
     @property
     def num_clips(self) -> int:
@@ -329,8 +332,11 @@ class Corpus:
                 clips = self[video_id]
                 if clips.num_clips == 0:
                     raise CorpusError(f"{self.store_name}: video {video_id!r} has no clips")
+                # actions and regions are checked for NaN/inf where a sample uses them: every row now
+                for name in ("action_features", "action_targets"):
+                    _finite(getattr(clips, name), clips.where, name, (clips.num_clips, None))
                 regions = getattr(clips.region_features, "regions", None)
-                if regions is not None:  # regions are built per clip when used: check every frame now
+                if regions is not None:
                     regions.verify()
             except (ValueError, KeyError, OSError) as exc:
                 failures.append({"video_id": video_id, "error": str(exc)})
@@ -358,8 +364,11 @@ class Corpus:
         if clip_times.ndim != 2 or clip_times.shape[1] != 2:
             raise CorpusError(f"{where}: field 'clip_times' has shape {clip_times.shape}, expected [C, 2]")
         num_clips = clip_times.shape[0]
-        action_features = _finite(feats.action_features, where, "action_features", (num_clips, None))
-        action_targets = _finite(feats.action_targets, where, "action_targets", (num_clips, None))
+        # as stored, checked where used (a sample reads its window's rows: SampleBuilder.build; Corpus.check
+        # reads every row before training): converting and checking a whole video at each load cost ~6% of
+        # the base layout's data path (docs/scale.md, "Data-path speed", fix 5)
+        action_features = _shaped(feats.action_features, where, "action_features", (num_clips, None))
+        action_targets = _shaped(feats.action_targets, where, "action_targets", (num_clips, None))
         frame_times = np.asarray(feats.frame_times, dtype=np.float64)
         if len(frame_times):
             video_end = video_end_time(frame_times)
@@ -405,6 +414,7 @@ class Corpus:
             region_valid=_PerClip(regions, 3),
             region_frame=_PerClip(regions, 4),
             frame_slots=None if nearest else frames_of.counts,
+            where=where,
         )
 
 
