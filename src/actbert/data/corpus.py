@@ -510,6 +510,7 @@ class _ClipRegions:
         self._rows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._last: tuple[int, tuple[np.ndarray, ...]] | None = None
         self._valid: tuple[int, tuple[np.ndarray, ...]] | None = None
+        self._index: tuple[range, tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.frames_of)
@@ -548,12 +549,16 @@ class _ClipRegions:
     def _stream_index(self, clips: range) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
         """(each clip's :meth:`rows`, then frame index [L], region index [L] and the [SEP] rows' positions
         [len(clips)]) of the window's region stream, each clip's real regions followed by its [SEP], which
-        points at region 0 of frame 0 (read in the same indexing, zeroed after)."""
+        points at region 0 of frame 0 (read in the same indexing, zeroed after). The last window's is kept:
+        :meth:`window_targets` asks for the same one after masking."""
+        if self._index is not None and self._index[0] == clips:
+            return self._index[1]
         parts = [self.rows(c) for c in clips]
         sep = np.zeros(1, np.int64)
         frame = np.concatenate([x for f, _, _ in parts for x in (f, sep)])
         region = np.concatenate([x for _, r, _ in parts for x in (r, sep)])
         ends = np.cumsum([len(f) + 1 for f, _, _ in parts]) - 1
+        self._index = (clips, (parts, frame, region, ends))
         return parts, frame, region, ends
 
     def window(self, clips: range, targets: bool = True
