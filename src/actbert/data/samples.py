@@ -247,7 +247,6 @@ class SampleBuilder:
             region_target_mask=np.zeros(lr, bool),
         )
 
-
     def masked_region_targets(self, sample: Sample, clips: VideoClips, start: int, size: int) -> Sample:
         """Set ``sample.region_targets`` (``[Lr, K]``) to the class distributions at its masked regions
         (``region_target_mask``) and zero elsewhere: all the pretraining losses read (they average over the
