@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from actbert.data.prefetch import will_need
 from actbert.errors import ActBertError
 from actbert.utils.io import read_json
 
@@ -360,6 +361,8 @@ class Corpus:
         if video_id not in self.narrations:
             raise CorpusError(f"{self.narrations_name}: video {video_id!r} has no narration")
         where = f"{self.store_name}: video {video_id!r}"
+        for small in (feats.clip_times, feats.frame_times, feats.region_counts):  # read whole just below
+            will_need(np.asarray(small))
         clip_times = np.asarray(feats.clip_times, dtype=np.float64)
         if clip_times.ndim != 2 or clip_times.shape[1] != 2:
             raise CorpusError(f"{where}: field 'clip_times' has shape {clip_times.shape}, expected [C, 2]")
@@ -576,6 +579,10 @@ class _ClipRegions:
         if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
             out = [np.zeros((len(parts), source.shape[2]), np.float32) for source in sources]
         else:
+            real = np.delete(frame, ends)  # the frames read ([SEP] rows point at frame 0)
+            if len(real):
+                for source in sources:
+                    will_need(source, int(real.min()), int(real.max()) + 1)
             out = [source[frame, region].astype(np.float32, copy=False) for source in sources]
             for array in out:
                 array[ends] = 0.0
@@ -594,6 +601,7 @@ class _ClipRegions:
         at = np.asarray(at, bool).copy()
         at[ends] = False
         if at.any():
+            will_need(probs, int(frame[at].min()), int(frame[at].max()) + 1)
             rows = probs[frame[at], region[at]].astype(np.float32, copy=False)
             self.check_finite([rows], names=("region_class_probs",))
             out[at] = rows

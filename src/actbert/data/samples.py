@@ -36,6 +36,7 @@ import torch
 
 from actbert.data.corpus import Corpus, CorpusError, VideoClips
 from actbert.data.masking import MaskingConfig, mask_sample
+from actbert.data.prefetch import will_need
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,8 @@ class SampleBuilder:
 
         # action stream: one [ACT] per clip + [SEP] (zero features and targets)
         a_feat, a_tgt = clips.action_features, clips.action_targets
+        will_need(a_feat, start, start + size)  # a corpus's are the record's memory map (data/prefetch.py)
+        will_need(a_tgt, start, start + size)
         action_features = np.zeros((size + 1, a_feat.shape[1]), np.float32)
         action_features[:size] = a_feat[window]
         action_targets = np.zeros((size + 1, a_tgt.shape[1]), np.float32)

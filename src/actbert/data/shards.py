@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from actbert.data.corpus import ClipTokens, Corpus, CorpusError, Narration, video_end_time
+from actbert.data.prefetch import will_need
 from actbert.data.store import FeatureStore, StoreSchema, _read_safetensors_header, decode_record
 from actbert.errors import ActBertError
 from actbert.utils.io import _atomic_write, atomic_write_bytes, atomic_write_json, read_json
@@ -68,6 +69,7 @@ __all__ = ["SHARDS_FORMAT", "ShardError", "ShardIndex", "pack_store", "ShardStre
 SHARDS_FORMAT = "actbert-feature-shards"
 SHARDS_VERSION = 1
 _MEMBER_SUFFIX = ".safetensors"
+_HEADER_READ = 1 << 16  # bytes of a member hinted before its headers are read (a record's header: ~2 KB)
 
 
 class ShardError(ActBertError):
@@ -243,6 +245,7 @@ class ShardIndex:
         video_id = self.ids[position]
         where = f"{self.shard_path(s)}:{video_id}{_MEMBER_SUFFIX}"
         mapped = self._map(s)
+        will_need(mapped, offset - tarfile.BLOCKSIZE, offset + _HEADER_READ)  # tar + safetensors headers, read next
         # the member's tar header sits in the block before its data: its name must be this video's
         try:
             info = tarfile.TarInfo.frombuf(bytes(mapped[offset - tarfile.BLOCKSIZE : offset]), tarfile.ENCODING,
