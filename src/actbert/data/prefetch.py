@@ -8,50 +8,46 @@ record -- its header, clip times, a window's region rows -- can read megabytes t
 starts reading them at once, and the touches that follow find the pages in the cache instead of
 faulting in read-around windows (docs/scale.md, "Data-path speed", fix 6).
 
-A hint only: values never change; where ``madvise`` is unavailable (not a POSIX libc), the array is
-empty or not C-contiguous, nothing happens. For memory that is not a file mapping (an ordinary array)
-the call is harmless.
+A hint only: values never change. It goes through the standard library's ``mmap.mmap.madvise`` of
+the mapping under the array; for an array that is not a view of a memory map, an empty or
+non-contiguous one, or where the platform has no ``madvise``, nothing happens.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import mmap
 
 import numpy as np
 
-_MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", None)
 _PAGE = mmap.PAGESIZE
+_HAVE_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_WILLNEED")
 
 
-def _load_madvise():
-    if _MADV_WILLNEED is None:
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        madvise = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise
+def _mapping(array: np.ndarray) -> mmap.mmap | None:
+    """The ``mmap.mmap`` under ``array`` (a ``numpy.memmap``, or a view or slice of one), else None."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)
+    return base
 
 
-_madvise = _load_madvise()
+def _advise(mapping: mmap.mmap, start: int, length: int) -> None:
+    mapping.madvise(mmap.MADV_WILLNEED, start, length)
 
 
 def will_need(array: np.ndarray, start: int = 0, stop: int | None = None) -> None:
     """Hint that rows ``start .. stop-1`` of ``array`` (its first axis; all of it by default) are about
     to be read. Rows out of range are clipped, as in slicing."""
-    if _madvise is None or array.ndim == 0 or not array.flags.c_contiguous:
+    if not _HAVE_MADVISE or array.ndim == 0 or not array.flags.c_contiguous:
         return
     start, stop, _ = slice(start, stop).indices(array.shape[0])
-    if stop <= start or array.itemsize == 0:
+    if stop <= start or array.nbytes == 0:
+        return
+    mapping = _mapping(array)
+    if mapping is None or len(mapping) == 0:
         return
     row = array.nbytes // array.shape[0]
-    if row == 0:
-        return
-    begin = array.__array_interface__["data"][0] + start * row
+    origin = np.frombuffer(mapping, np.uint8, count=1).__array_interface__["data"][0]
+    begin = array.__array_interface__["data"][0] - origin + start * row  # offset in the mapping
     aligned = begin - begin % _PAGE
-    _madvise(aligned, begin + (stop - start) * row - aligned, _MADV_WILLNEED)
+    _advise(mapping, aligned, min(begin + (stop - start) * row, len(mapping)) - aligned)
