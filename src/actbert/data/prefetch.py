@@ -32,7 +32,10 @@ def _mapping(array: np.ndarray) -> mmap.mmap | None:
 
 
 def _advise(mapping: mmap.mmap, start: int, length: int) -> None:
-    mapping.madvise(mmap.MADV_WILLNEED, start, length)
+    try:
+        mapping.madvise(mmap.MADV_WILLNEED, start, length)
+    except (OSError, ValueError):  # a hint the kernel refuses changes nothing that is read
+        pass
 
 
 def will_need(array: np.ndarray, start: int = 0, stop: int | None = None) -> None:
