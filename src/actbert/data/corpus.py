@@ -628,8 +628,7 @@ class _ClipRegions:
         """Raise :class:`CorpusError` naming the field when one of ``arrays`` (features, locations, class
         distributions unless ``names`` says otherwise) holds NaN/inf."""
         for name, array in zip(names, arrays):
-            if not np.isfinite(array).all():
-                raise CorpusError(f"{self.where}: field {name!r} contains NaN or infinity")
+            require_finite(array, self.where, name)
 
 
 class _PerClip:
@@ -684,10 +683,13 @@ def _shaped(array: Any, where: str, name: str, shape: tuple[int | None, ...]) ->
 
 def _finite(array: Any, where: str, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
     """``array`` as float32, checked for the expected rank/leading sizes and for NaN/inf."""
-    out = np.asarray(array, dtype=np.float32)
-    if out.ndim != len(shape) or any(s is not None and s != o for s, o in zip(shape, out.shape)):
-        want = "[" + ", ".join("?" if s is None else str(s) for s in shape) + "]"
-        raise CorpusError(f"{where}: field {name!r} has shape {list(out.shape)}, expected {want}")
-    if not np.all(np.isfinite(out)):
-        raise CorpusError(f"{where}: field {name!r} contains NaN or infinity")
+    out = _shaped(np.asarray(array, dtype=np.float32), where, name, shape)
+    require_finite(out, where, name)
     return out
+
+
+def require_finite(array: np.ndarray, where: str, name: str, detail: str = "") -> None:
+    """Raise :class:`CorpusError` ``"{where}: field {name!r} contains NaN or infinity{detail}"`` unless every
+    value of ``array`` is finite (the one check of a record's float fields, wherever they are read)."""
+    if not np.isfinite(array).all():
+        raise CorpusError(f"{where}: field {name!r} contains NaN or infinity{detail}")

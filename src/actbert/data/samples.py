@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from actbert.data.corpus import Corpus, CorpusError, VideoClips
+from actbert.data.corpus import Corpus, CorpusError, VideoClips, require_finite
 from actbert.data.masking import MaskingConfig, mask_sample
 from actbert.data.prefetch import will_need
 
@@ -187,9 +187,8 @@ class SampleBuilder:
         action_targets = np.zeros((size + 1, a_tgt.shape[1]), np.float32)
         action_targets[:size] = a_tgt[window]
         for name, rows in (("action_features", action_features), ("action_targets", action_targets)):
-            if not np.isfinite(rows).all():  # a corpus's arrays are the record's, checked here (data/corpus.py)
-                raise CorpusError(f"{clips.where or clips.video_id}: field {name!r} contains NaN or infinity "
-                                  f"(clips {start}..{start + size - 1})")
+            # a corpus's arrays are the record's, checked where read (data/corpus.py)
+            require_finite(rows, clips.where or clips.video_id, name, f" (clips {start}..{start + size - 1})")
         action_ids = np.asarray([sp.act_id] * size + [sp.sep_id], np.int64)
         action_seg = np.asarray(list(range(size)) + [size - 1], np.int64)
         action_pos = np.arange(size + 1, dtype=np.int64)

@@ -32,7 +32,7 @@ def _pad(rows: Sequence[np.ndarray], length: int, value, dtype: torch.dtype) -> 
     """Stack ``rows`` (each ``[L_i, ...]``) into ``[B, length, ...]`` filled with ``value``."""
     first = rows[0]
     # each element is written once: the rows, then only the padding after them (a batch of base-layout
-    # region features is ~3 MB, which np.full would write twice)
+    # region features is ~10 MB, which np.full would write twice)
     out = np.empty((len(rows), length, *first.shape[1:]), dtype=first.dtype)
     for i, row in enumerate(rows):
         out[i, : len(row)] = row
