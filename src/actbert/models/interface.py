@@ -37,9 +37,10 @@ capability (:func:`require`):
                        caption decoder attends to; ``caption_memory_dim`` gives D, and
                        ``word_embeddings()`` (optional) a word table to start the decoder from.
 ``caption_generation`` ``caption_loss(batch) -> []`` (rows: a video part + its caption) and
-                       ``generate_captions(batch, max_words) -> [[word-piece ids]]`` (rows: a
-                       video part, no text): a model that captions by itself (VLM's generation
-                       mask); the captioning task then trains and decodes with these, no decoder.
+                       ``generate_captions(batch, max_words, no_repeat_ngram=0) -> [[word-piece
+                       ids]]`` (rows: a video part, no text; ``no_repeat_ngram``: the task's
+                       setting): a model that captions by itself (VLM's generation mask); the
+                       captioning task then trains and decodes with these, no decoder.
 ``factored_scores``    ``score_text(batch) -> [B, D]`` and ``score_video(batch) -> (vectors
                        [B, N, D], valid [B, N] bool)`` whose max dot product is ``pair_scores``
                        (below): a text x video score matrix from one pass per text and per video.

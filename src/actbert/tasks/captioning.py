@@ -46,6 +46,7 @@ from actbert.config import AT_LEAST_ONE, DROPOUT, Range
 from actbert.data import readers
 from actbert.metrics.captioning import caption_metrics
 from actbert.data.clips import ClipAssembler
+from actbert.models.generation import repeated_ngrams
 from actbert.models.interface import capabilities_of, device_of, require
 from actbert.models.processing import Item, VideoRef, processor_for
 from actbert.tasks.common import Benchmark, TaskError, batched, make_record, on_device
@@ -89,7 +90,7 @@ class CaptioningSettings:
     # decoding and scoring
     beam_size: int = 3  # 1 = greedy
     length_penalty: float = 0.6  # beam hypotheses ranked by log p / len**length_penalty
-    # n > 0: no n-gram of word pieces twice in a caption (greedy and beam; the decoder route only).
+    # n > 0: no n-gram of word pieces twice in a caption (greedy and beam, and a model's own generation).
     # 0 = off, the papers' decoding. A weakly fine-tuned decoder can loop ("x x x ..."), docs/compare.md
     no_repeat_ngram: int = 0
     meteor: bool = True  # METEOR 1.5 runs in Java; without Java it is reported as None
@@ -185,14 +186,15 @@ def own_caption_loss(model: Any, assembler: ClipAssembler, clips: Sequence[Capti
 
 @torch.no_grad()
 def own_generate(model: Any, assembler: ClipAssembler, clips: Sequence[CaptionClip], max_words: int, batch_size: int = 32,
-                 dtype: str = "fp32", progress: bool = True) -> list[str]:
-    """Detokenised captions from the model's own generation (``generate_captions``), in clip order."""
+                 dtype: str = "fp32", progress: bool = True, no_repeat_ngram: int = 0) -> list[str]:
+    """Detokenised captions from the model's own generation (``generate_captions``), in clip order;
+    ``no_repeat_ngram`` as for the decoder route."""
     model = base_model(model).eval()
     processor, tok = processor_for(model, assembler), assembler.tokenizer
     texts: list[str] = []
     for chunk in tqdm(list(batched(list(clips), batch_size)), desc="captioning decode", leave=False, disable=not progress):
         with autocast(dtype, device_of(model).type):
-            ids = model.generate_captions(on_device(clip_batch(processor, chunk), model), max_words)
+            ids = model.generate_captions(on_device(clip_batch(processor, chunk), model), max_words, no_repeat_ngram=no_repeat_ngram)
         texts.extend(tok.decode(row, skip_special_tokens=True).strip() for row in ids)
     return texts
 
@@ -358,20 +360,6 @@ def _banned_ids(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     return torch.tensor(sorted(i for i in ids if 0 <= i < vocab_size), dtype=torch.long)
 
 
-def repeated_ngrams(tokens: torch.Tensor, n: int, vocab_size: int) -> torch.Tensor:
-    """``[B, V]`` bool: the pieces that would make an n-gram occur twice in a row of ``tokens [B, t]``
-    (whose position 0, ``[CLS]``, is in no n-gram). ``n = 0``: none."""
-    mask = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.bool)
-    if n <= 0:
-        return mask
-    for i, row in enumerate(tokens[:, 1:].tolist()):
-        prefix = row[len(row) - n + 1 :] if n > 1 else []
-        for j in range(len(row) - n + 1):  # every earlier n-gram whose first n-1 pieces end this row
-            if row[j : j + n - 1] == prefix:
-                mask[i, row[j + n - 1]] = True
-    return mask
-
-
 def _step_log_probs(decoder: CaptionDecoder, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor, banned: torch.Tensor, first: bool,
                     no_repeat_ngram: int = 0) -> torch.Tensor:
     """Log-probabilities of the next piece ``[B, V]`` after ``tokens [B, t]``."""
@@ -506,7 +494,8 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
     if not clips:
         raise TaskError(f"{bench.youcook2}: no validation segment has features in {assembler.store_name}")
     if own:
-        predictions = own_generate(model, assembler, clips, settings.max_caption_len - 1, settings.batch_size, settings.dtype)
+        predictions = own_generate(model, assembler, clips, settings.max_caption_len - 1, settings.batch_size, settings.dtype,
+                                   no_repeat_ngram=settings.no_repeat_ngram)
     else:
         predictions = generate(model, assembler, clips, settings.beam_size, settings.length_penalty, settings.batch_size, settings.dtype,
                                no_repeat_ngram=settings.no_repeat_ngram)
@@ -519,13 +508,13 @@ def evaluate(model: FinetunedModel, assembler: ClipAssembler, bench: Benchmark, 
     if skipped:
         notes.append(f"{len(skipped)} segment(s) skipped: no features")
     decoding = "greedy" if (own or settings.beam_size == 1) else f"beam {settings.beam_size}"
+    guard = f"; no {settings.no_repeat_ngram}-gram of word pieces twice (no_repeat_ngram)" if settings.no_repeat_ngram else ""
     if own:
         notes.append(f"the model's own generation ({type(base_model(model)).__name__}.generate_captions), greedy, "
-                     f"at most {settings.max_caption_len - 1} words; no decoder; no region cues"
-                     + ("; no_repeat_ngram not applied (the decoder route's setting)" if settings.no_repeat_ngram else ""))
+                     f"at most {settings.max_caption_len - 1} words; no decoder; no region cues" + guard)
     else:
-        notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; action stream only (no regions)"
-                     + (f"; no {settings.no_repeat_ngram}-gram of word pieces twice (no_repeat_ngram)" if settings.no_repeat_ngram else ""))
+        notes.append(f"decoder: {decoder_of(model).config.layers} layers, width {decoder_of(model).config.width}; {decoding}; "
+                     "action stream only (no regions)" + guard)
     return [
         make_record(
             TASK,

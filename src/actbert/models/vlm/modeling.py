@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actbert.models.generation import repeated_ngrams
 from actbert.models.interface import PretrainingOutput, VideoTextModel
 from actbert.models.layers import (
     ACTIVATIONS,
@@ -706,9 +707,11 @@ class VLMForPretraining(VideoTextModel):
         return F.cross_entropy(self._word_logits(states[valid]).float(), labels[valid])
 
     @torch.no_grad()
-    def generate_captions(self, batch: VLMBatch, max_words: int | None = None) -> list[list[int]]:
+    def generate_captions(self, batch: VLMBatch, max_words: int | None = None, no_repeat_ngram: int = 0) -> list[list[int]]:
         """Greedy decoding with the generation mask (``batch.caps`` only gives the layout; its words are
-        ignored): word ids per row, up to ``max_words`` or the first ``[SEP]``."""
+        ignored): word ids per row, up to ``max_words`` or the first ``[SEP]``. ``no_repeat_ngram = n > 0``:
+        no n-gram of words twice in a caption (:func:`~actbert.models.generation.repeated_ngrams`; not
+        MMPT's decoding, which has no such guard: 0 keeps it)."""
         b, lc = batch.caps.shape
         limit = min(lc - 3, max_words if max_words is not None else lc - 3)
         device = batch.caps.device
@@ -727,6 +730,8 @@ class VLMForPretraining(VideoTextModel):
             states = self._generation_states(caps[:, :length], cmasks, batch.vfeats, batch.vmasks)
             logits = self._word_logits(states[:, 2 + step])
             logits[:, self.config.pad_token_id] = -math.inf
+            if no_repeat_ngram > 0:  # the words so far follow the [CLS] start at slot 2
+                logits[repeated_ngrams(caps[:, 2 : 3 + step], no_repeat_ngram, logits.shape[1]).to(device)] = -math.inf
             word = logits.argmax(-1)
             for i in range(b):
                 if not done[i]:
