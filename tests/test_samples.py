@@ -376,3 +376,23 @@ def test_nan_in_a_videos_actions_is_named_by_check_and_by_the_sample_that_reads_
     with pytest.raises(CorpusError, match=rf"{re.escape(str(poisoned))}: video '{bad}': field '{field}' contains NaN"):
         builder.build(clips, 3, 3)
     assert np.isfinite(builder.build(clips, 5, 3).action_features).all()
+
+
+@pytest.mark.parametrize("field", ["action_features", "region_features"])
+def test_nan_in_a_record_is_named_by_the_tasks_clip_assembler(random_corpus, tokenizer, tmp_path, field):
+    """The downstream tasks read whole videos through ClipAssembler: the same damage is its error,
+    naming the store, the video and the field; the other videos still load."""
+    import shutil
+
+    from actbert.data.clips import ClipAssembler, ClipsError
+
+    store_dir, _ = random_corpus
+    poisoned = tmp_path / "store"
+    shutil.copytree(store_dir, poisoned)
+    store = FeatureStore(poisoned)
+    bad, good = sorted(store.video_ids())[:2]
+    _poison(poisoned, bad, field, (1, 0))
+    assembler = ClipAssembler(store, tokenizer)
+    with pytest.raises(ClipsError, match=rf"video '{bad}': field '{field}' contains NaN or infinity"):
+        assembler.video(bad)
+    assert np.isfinite(assembler.video(good).region_features).all()

@@ -32,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from actbert.data.corpus import Corpus, VideoClips, nearest_frames
+from actbert.data.corpus import Corpus, VideoClips, nearest_frames, require_finite
 from actbert.data.samples import SpecialTokens
 from actbert.errors import ActBertError
 
@@ -58,8 +58,7 @@ class SecondFeatures:
 
 def _float_checked(array: Any, where: str, name: str) -> np.ndarray:
     out = np.asarray(array, dtype=np.float32)
-    if not np.all(np.isfinite(out)):
-        raise ClipsError(f"{where}: field {name!r} contains NaN or infinity")
+    require_finite(out, where, name, error=ClipsError)
     return out
 
 

@@ -549,10 +549,11 @@ class _ClipRegions:
         self._valid = (c, (*self.gather(frame, region), slots))
         return self._valid[1]
 
-    def _stream_index(self, clips: range) -> tuple[list, np.ndarray, np.ndarray, np.ndarray]:
-        """(each clip's :meth:`rows`, then frame index [L], region index [L] and the [SEP] rows' positions
-        [len(clips)]) of the window's region stream, each clip's real regions followed by its [SEP], which
-        points at region 0 of frame 0 (read in the same indexing, zeroed after). The last window's is kept:
+    def _stream_index(self, clips: range) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, tuple[int, int] | None]:
+        """(each clip's :meth:`rows`, then frame index [L], region index [L], the [SEP] rows' positions
+        [len(clips)] and the span ``(first, last + 1)`` of the frames the real rows read, None without any)
+        of the window's region stream, each clip's real regions followed by its [SEP], which points at
+        region 0 of frame 0 (read in the same indexing, zeroed after). The last window's is kept:
         :meth:`window_targets` asks for the same one after masking."""
         if self._index is not None and self._index[0] == clips:
             return self._index[1]
@@ -561,8 +562,10 @@ class _ClipRegions:
         frame = np.concatenate([x for f, _, _ in parts for x in (f, sep)])
         region = np.concatenate([x for _, r, _ in parts for x in (r, sep)])
         ends = np.cumsum([len(f) + 1 for f, _, _ in parts]) - 1
-        self._index = (clips, (parts, frame, region, ends))
-        return parts, frame, region, ends
+        real = [f for f, _, _ in parts if len(f)]
+        span = (min(int(f.min()) for f in real), max(int(f.max()) for f in real) + 1) if real else None
+        self._index = (clips, (parts, frame, region, ends, span))
+        return self._index[1]
 
     def window(self, clips: range, targets: bool = True
                ) -> tuple[list[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
@@ -574,15 +577,14 @@ class _ClipRegions:
         the masked rows only, which :meth:`window_targets` gathers once the mask is drawn (at the base
         layout they are 44% of a window's bytes, and about 15% of its rows are masked).
         """
-        parts, frame, region, ends = self._stream_index(clips)
+        parts, frame, region, ends, span = self._stream_index(clips)
         sources = self.sources if targets else self.sources[:2]
         if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
             out = [np.zeros((len(parts), source.shape[2]), np.float32) for source in sources]
         else:
-            real = np.delete(frame, ends)  # the frames read ([SEP] rows point at frame 0)
-            if len(real):
+            if span is not None:  # the frames the real rows read ([SEP] rows point at frame 0)
                 for source in sources:
-                    will_need(source, int(real.min()), int(real.max()) + 1)
+                    will_need(source, *span)
             out = [source[frame, region].astype(np.float32, copy=False) for source in sources]
             for array in out:
                 array[ends] = 0.0
@@ -593,7 +595,7 @@ class _ClipRegions:
     def window_targets(self, clips: range, at: np.ndarray) -> np.ndarray:
         """``[L, K]`` float32: the class distributions of :meth:`window`'s stream rows where ``at [L]`` (bool)
         is True, zero elsewhere ([SEP] rows are zero whatever ``at`` says); checked for NaN/inf."""
-        _, frame, region, ends = self._stream_index(clips)
+        _, frame, region, ends, _ = self._stream_index(clips)
         probs = self.sources[2]
         if len(at) != len(frame):
             raise ValueError(f"{self.where}: a mask of {len(at)} rows for a region stream of {len(frame)}")
@@ -688,8 +690,10 @@ def _finite(array: Any, where: str, name: str, shape: tuple[int | None, ...]) ->
     return out
 
 
-def require_finite(array: np.ndarray, where: str, name: str, detail: str = "") -> None:
-    """Raise :class:`CorpusError` ``"{where}: field {name!r} contains NaN or infinity{detail}"`` unless every
-    value of ``array`` is finite (the one check of a record's float fields, wherever they are read)."""
+def require_finite(array: np.ndarray, where: str, name: str, detail: str = "",
+                   error: type[ActBertError] = CorpusError) -> None:
+    """Raise ``error`` (the reader's own: :class:`CorpusError` for pretraining, the clip assembler's for the
+    tasks) ``"{where}: field {name!r} contains NaN or infinity{detail}"`` unless every value of ``array`` is
+    finite (the one check of a record's float fields, wherever they are read)."""
     if not np.isfinite(array).all():
-        raise CorpusError(f"{where}: field {name!r} contains NaN or infinity{detail}")
+        raise error(f"{where}: field {name!r} contains NaN or infinity{detail}")
