@@ -131,33 +131,36 @@ def build(cfg, run_dir: Path):
     return data, loader, built_s
 
 
+def _count(batches, limit: int = 0) -> tuple[int, float, float]:
+    """(samples, wall seconds, CPU seconds of this process) of iterating ``batches``, stopping once
+    ``limit`` samples have come (0: all of them)."""
+    start, start_cpu, n = time.perf_counter(), time.process_time(), 0
+    for batch in batches:
+        n += int(batch.input_ids.shape[0])
+        if limit and n >= limit:
+            break
+    return n, time.perf_counter() - start, time.process_time() - start_cpu
+
+
 def time_loader(loader, samples: int, batch_size: int) -> tuple[float, int, float]:
     """(samples/s, samples, samples per CPU-second of this process) over the first ``samples`` samples
     (worker start-up included: it is part of each epoch). The CPU-time rate is the one a dedicated core
     would give, on a shared machine; it means something without workers only (theirs is not counted)."""
-    start, start_cpu, n = time.perf_counter(), time.process_time(), 0
-    for batch in loader:
-        n += int(batch.input_ids.shape[0])
-        if n >= samples:
-            break
+    n, wall, cpu = _count(loader, samples)
     if not n:
         raise SystemExit(f"loader.py: the epoch gave no batch of {batch_size} (too few videos for the batch: raise --videos)")
-    return n / (time.perf_counter() - start), n, n / max(time.process_time() - start_cpu, 1e-9)
+    return n / wall, n, n / max(cpu, 1e-9)
 
 
 def time_epochs(make, workers: int, first_epoch: int, epochs: int, before_each) -> tuple[float, int, float]:
     """Like :func:`time_loader` over ``epochs`` whole epochs (``before_each()`` runs untimed before each:
     the cold rows evict the files again), after one untimed epoch that pays the one-off costs."""
-    for _ in make(workers, first_epoch):
-        pass
+    _count(make(workers, first_epoch))
     n, wall, cpu = 0, 0.0, 0.0
     for e in range(epochs):
         before_each()
-        start, start_cpu = time.perf_counter(), time.process_time()
-        for batch in make(workers, first_epoch + 1 + e):
-            n += int(batch.input_ids.shape[0])
-        wall += time.perf_counter() - start
-        cpu += time.process_time() - start_cpu
+        counted = _count(make(workers, first_epoch + 1 + e))
+        n, wall, cpu = n + counted[0], wall + counted[1], cpu + counted[2]
     return n / wall, n, n / max(cpu, 1e-9)
 
 
