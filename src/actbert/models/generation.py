@@ -11,8 +11,8 @@ def repeated_ngrams(tokens: torch.Tensor, n: int, vocab_size: int) -> torch.Tens
     (whose position 0, the start token, is in no n-gram). ``n = 0``: none.
 
     Greedy decoding of a briefly fine-tuned captioner can fall into a loop ("carefully carefully
-    ..."); banning these pieces (``no_repeat_ngram``) leaves the loop for the next-best piece and
-    changes no caption that does not repeat an n-gram."""
+    ..."); banning these pieces (``no_repeat_ngram``) leaves the loop for the next-best piece. Greedy
+    decoding with the ban gives the same caption wherever the caption without it repeats no n-gram."""
     mask = torch.zeros(tokens.shape[0], vocab_size, dtype=torch.bool)
     if n <= 0:
         return mask
