@@ -14,30 +14,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from actbert.data.batch_memory import BatchMemory, stack_padded
 from actbert.data.corpus import VideoClips
 from actbert.data.masking import IGNORE_INDEX
 from actbert.data.samples import Sample, SampleBuilder
 from actbert.models.actbert.batch import ActBertBatch
 from actbert.models.actbert.configuration import ActBertConfig
 from actbert.models.processing import Item, Processor, VideoRef
-
-
-def _pad(rows: Sequence[np.ndarray], length: int, value, dtype: torch.dtype) -> torch.Tensor:
-    """Stack ``rows`` (each ``[L_i, ...]``) into ``[B, length, ...]`` filled with ``value``."""
-    first = rows[0]
-    # each element is written once: the rows, then only the padding after them (a batch of base-layout
-    # region features is ~10 MB, which np.full would write twice)
-    out = np.empty((len(rows), length, *first.shape[1:]), dtype=first.dtype)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-        out[i, len(row):] = value
-    return torch.from_numpy(out).to(dtype)
 
 
 def _mask(lengths: Sequence[int], length: int) -> torch.Tensor:
@@ -51,6 +40,8 @@ class Collator:
 
     pad_id: int
     pad_to: tuple[int, int, int] | None = None
+    # where the batch's arrays live (data/batch_memory.py): reused buffers, or shared memory in a worker
+    memory: BatchMemory = field(default_factory=BatchMemory, repr=False, compare=False)
 
     def lengths(self, samples: Sequence[Sample]) -> tuple[int, int, int]:
         lt = max(len(s.input_ids) for s in samples)
@@ -69,6 +60,7 @@ class Collator:
             raise ValueError("cannot collate an empty list of samples")
         lt, la, lr = self.lengths(samples)
         col = lambda name: [getattr(s, name) for s in samples]  # noqa: E731
+        _pad = lambda rows, length, value, dtype: stack_padded(rows, length, value, dtype, self.memory)  # noqa: E731
         f32, i64 = torch.float32, torch.long
         return ActBertBatch(
             input_ids=_pad(col("input_ids"), lt, self.pad_id, i64),
