@@ -24,7 +24,7 @@ _HAVE_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_WILLNEED")
 
 
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
-    """The ``mmap.mmap`` under ``array`` (a ``numpy.memmap``, or a view or slice of one), else None."""
+    """The ``mmap.mmap`` under ``array`` (a ``numpy.memmap``, an array made by ``np.frombuffer`` of a map, or a view or slice of either), else None."""
     base = array
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)

@@ -16,7 +16,7 @@ without coordination: a record is written to a temporary file in ``videos/`` and
 one. ``schema.json`` is created once, atomically and only if absent; a later writer must bring the
 identical schema or is refused (the one exception: :func:`enable_second_features` adds the
 per-second flag to an existing schema, under a lock, before the records are filled). Records are safetensors files (no pickle); the reader parses the
-safetensors header itself and maps each array with ``numpy.memmap``, so opening a video costs a
+safetensors header itself and views each array in a read-only ``mmap`` of the file, so opening a video costs a
 header read and the bytes are paged in only when touched (random access by video id).
 
 Versions. ``version`` names the layout generation: 1 = per-clip and region arrays only; 2 = the
@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -427,25 +428,32 @@ def _short(value: Any) -> str:
 
 def _read_safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
     """(data_offset, header) of a safetensors file: 8-byte little-endian length, then JSON."""
-    with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) != 8:
-            raise FeatureValidationError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-        (length,) = struct.unpack("<Q", prefix)
-        size = path.stat().st_size
-        if length > size - 8:
-            raise FeatureValidationError(f"{path}: not a safetensors file (header length {length} exceeds file size)")
-        try:
-            header = json.loads(handle.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FeatureValidationError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _header_of_open_file(fd, os.fstat(fd).st_size, path)
+    finally:
+        os.close(fd)
+
+
+def _header_of_open_file(fd: int, size: int, path: Path) -> tuple[int, dict[str, Any]]:
+    """:func:`_read_safetensors_header` of the file open as ``fd`` (``size`` bytes), named ``path`` in errors."""
+    prefix = os.pread(fd, 8, 0)
+    if len(prefix) != 8:
+        raise FeatureValidationError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+    (length,) = struct.unpack("<Q", prefix)
+    if length > size - 8:
+        raise FeatureValidationError(f"{path}: not a safetensors file (header length {length} exceeds file size)")
+    try:
+        header = json.loads(os.pread(fd, length, 8))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FeatureValidationError(f"{path}: safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise FeatureValidationError(f"{path}: safetensors header is not a mapping")
     return 8 + length, header
 
 
 class FeatureStore:
-    """Read-only, random access by video id; arrays are memory-mapped (``numpy.memmap``).
+    """Read-only, random access by video id; arrays are read-only views of the record's ``mmap``.
 
     Expected dims (``action_dim``, ``region_dim``, ``num_actions``, ``num_region_classes``,
     ``max_regions``) may be given; a store that disagrees raises ``StoreSchemaError`` saying which.
@@ -520,14 +528,24 @@ class FeatureStore:
 
     def __getitem__(self, video_id: str) -> VideoFeatures:
         path = self.path_for(video_id)
-        if not path.exists():
-            raise KeyError(f"{video_id!r}: not in feature store {self.root}")
-        return self._read(video_id, path)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KeyError(f"{video_id!r}: not in feature store {self.root}") from None
+        try:
+            return self._read(video_id, path, fd)
+        finally:
+            os.close(fd)
 
-    def _read(self, video_id: str, path: Path) -> VideoFeatures:
-        data_offset, header = _read_safetensors_header(path)
-        file_size = path.stat().st_size
-        whole = np.memmap(path, dtype=np.uint8, mode="r") if file_size > data_offset else None
+    def _read(self, video_id: str, path: Path, fd: int) -> VideoFeatures:
+        # one open for the header and the map (mmap keeps its own duplicate of the descriptor): np.memmap
+        # would open and stat the file again, and cost twice as much as mmap.mmap + np.frombuffer
+        # (docs/scale.md, "Data-path speed", fix 8); the arrays are read-only views of the map either way
+        file_size = os.fstat(fd).st_size
+        data_offset, header = _header_of_open_file(fd, file_size, path)
+        whole = None
+        if file_size > data_offset:
+            whole = np.frombuffer(mmap.mmap(fd, file_size, access=mmap.ACCESS_READ), dtype=np.uint8)
         return _record_from_header(self.schema, video_id, str(path), header, data_offset, whole, file_size)
 
 
