@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from actbert.config import ConfigError
-from actbert.data.corpus import Corpus, CorpusError, clip_frames
+from actbert.data.corpus import Corpus, CorpusError, clip_frames, region_rows
 from actbert.data.masking import MaskingConfig
 from actbert.data.random_features import RandomCorpusSpec, write_random_corpus
 from actbert.data.samples import SampleBuilder, SpecialTokens
@@ -144,3 +144,28 @@ def test_fixed_shapes_pad_to_the_cap(store, tokenizer):
     no_masking = MaskingConfig(mlm_probability=0, action_mask_probability=0, region_mask_probability=0, negative_probability=0)
     dataset = PretrainDataset(corpus, builder, no_masking, seed=0, samples_per_video=1)
     assert max(len(dataset[i].region_token_ids) for i in range(len(dataset))) <= 4 * (5 + 1)
+
+
+def _rows_one_frame_at_a_time(frames, counts, per_frame, slots):
+    """The rule written out as a loop: each clip fills its slots frame by frame, a frame's first regions first."""
+    out = []
+    for clip, clip_frames_ in enumerate(frames):
+        used = 0
+        for slot, f in enumerate(clip_frames_):
+            n = min(int(counts[f]), per_frame, slots - used)
+            out += [(int(f), r, slot, clip) for r in range(n)]
+            used += n
+    return out
+
+
+@pytest.mark.parametrize("per_frame,slots", [(5, 25), (3, 7), (2, 1), (4, 100)])
+def test_region_rows_of_a_window_follow_the_frame_by_frame_rule(per_frame, slots):
+    rng = np.random.default_rng(per_frame * 100 + slots)
+    counts = rng.integers(0, 6, size=60)  # frames with 0..5 regions
+    frames = [np.sort(rng.choice(60, size=int(k), replace=False)) for k in rng.integers(1, 8, size=12)]
+    got = list(zip(*(a.tolist() for a in region_rows(frames, counts, per_frame, slots))))
+    assert got == _rows_one_frame_at_a_time(frames, counts, per_frame, slots)
+    # a cap that cuts a frame short: the first 5 regions of the clip are frame 0's 4 and frame 1's first
+    frame, region, slot, clip = region_rows([np.array([0, 1, 2])], np.array([4, 4, 4]), 4, 5)
+    assert frame.tolist() == [0, 0, 0, 0, 1] and region.tolist() == [0, 1, 2, 3, 0] and slot.tolist() == [0] * 4 + [1]
+    assert clip.tolist() == [0] * 5

@@ -496,6 +496,33 @@ class ClipTokens(Sequence):
         return isinstance(other, Sequence) and list(self) == list(other)
 
 
+def region_rows(frames: Sequence[np.ndarray], counts: np.ndarray, per_frame: int, slots: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the real regions of some clips are, clip after clip, each in slot order: clip ``i`` has the
+    frames ``frames[i]`` and fills its ``slots`` region slots frame by frame with the first
+    ``min(counts[f], per_frame)`` regions of frame ``f`` (the frame that reaches ``slots`` is cut short,
+    later frames give none). Returns (frame index, region index, frame slot within the clip, clip), int64
+    ``[N]`` each, N = the regions found.
+
+    One pass of array operations over all the clips: the Python loop over frames it replaces was 11% of
+    a warm base-layout sample (docs/scale.md, "Data-path speed", fix 9).
+    """
+    lengths = np.fromiter((len(f) for f in frames), np.int64, len(frames))
+    frame_of = np.concatenate([np.asarray(f, np.int64) for f in frames]) if len(frames) else np.zeros(0, np.int64)
+    first = np.cumsum(lengths) - lengths  # each clip's first frame in frame_of
+    slot_of = np.arange(len(frame_of)) - np.repeat(first, lengths)
+    taken = np.clip(np.asarray(counts)[frame_of], 0, per_frame).astype(np.int64)
+    # slots used before and after each frame, counted within its clip and capped at the clip's slots
+    after = np.cumsum(taken)
+    before = after - taken
+    clip_start = np.repeat(before[np.minimum(first, max(len(before) - 1, 0))] if len(before) else first, lengths)
+    n = np.minimum(after - clip_start, slots) - np.minimum(before - clip_start, slots)
+    starts = np.cumsum(n) - n
+    region = np.arange(int(n.sum())) - np.repeat(starts, n)
+    return (np.repeat(frame_of, n), region, np.repeat(slot_of, n),
+            np.repeat(np.repeat(np.arange(len(frames)), lengths), n))
+
+
 class _ClipRegions:
     """Each clip's padded region arrays ``[P, ...]``, built from the record's (memory-mapped) frames when the
     clip is asked for, and checked for NaN/inf then; only the last clip's are kept.
@@ -524,15 +551,8 @@ class _ClipRegions:
         """Where clip ``c``'s real regions are, in slot order: (frame index, region index, frame slot), int64 [n] each."""
         done = self._rows.get(c)
         if done is None:
-            frame, region, slot_of = [], [], []
-            slot = 0
-            for j, f in enumerate(self.frames_of[c].tolist()):
-                n = int(min(self.counts[f], self.rpf, self.slots - slot))
-                frame += [f] * n
-                region += range(n)
-                slot_of += [j] * n
-                slot += n
-            done = self._rows[c] = tuple(np.asarray(x, np.int64) for x in (frame, region, slot_of))
+            frame, region, slot, _ = region_rows([self.frames_of[c]], self.counts, self.rpf, self.slots)
+            done = self._rows[c] = (frame, region, slot)
         return done
 
     def gather(self, frame: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -552,21 +572,25 @@ class _ClipRegions:
         return self._valid[1]
 
     def _stream_index(self, clips: range) -> tuple[list, np.ndarray, np.ndarray, np.ndarray, tuple[int, int] | None]:
-        """(each clip's :meth:`rows`, then frame index [L], region index [L], the [SEP] rows' positions
+        """(each clip's frame slots [n_i], then frame index [L], region index [L], the [SEP] rows' positions
         [len(clips)] and the span ``(first, last + 1)`` of the frames the real rows read, None without any)
         of the window's region stream, each clip's real regions followed by its [SEP], which points at
         region 0 of frame 0 (read in the same indexing, zeroed after). The last window's is kept:
-        :meth:`window_targets` asks for the same one after masking."""
+        :meth:`window_targets` asks for the same one after masking. Found for the whole window at once
+        (:func:`region_rows`), not clip by clip (docs/scale.md, "Data-path speed", fix 9)."""
         if self._index is not None and self._index[0] == clips:
             return self._index[1]
-        parts = [self.rows(c) for c in clips]
-        sep = np.zeros(1, np.int64)
-        frame = np.concatenate([x for f, _, _ in parts for x in (f, sep)])
-        region = np.concatenate([x for _, r, _ in parts for x in (r, sep)])
-        ends = np.cumsum([len(f) + 1 for f, _, _ in parts]) - 1
-        real = [f for f, _, _ in parts if len(f)]
-        span = (min(int(f.min()) for f in real), max(int(f.max()) for f in real) + 1) if real else None
-        self._index = (clips, (parts, frame, region, ends, span))
+        frame_r, region_r, slot_r, clip_r = region_rows([self.frames_of[c] for c in clips], self.counts, self.rpf,
+                                                        self.slots)
+        per_clip = np.bincount(clip_r, minlength=len(clips))
+        ends = np.cumsum(per_clip + 1) - 1
+        at = np.arange(len(frame_r)) + clip_r  # a real row's place in the stream: after the earlier clips' [SEP]s
+        frame = np.zeros(len(frame_r) + len(clips), np.int64)
+        region = np.zeros_like(frame)
+        frame[at], region[at] = frame_r, region_r
+        slots = np.split(slot_r, np.cumsum(per_clip)[:-1]) if len(clips) else []
+        span = (int(frame_r.min()), int(frame_r.max()) + 1) if len(frame_r) else None
+        self._index = (clips, (slots, frame, region, ends, span))
         return self._index[1]
 
     def window(self, clips: range, targets: bool = True
@@ -579,10 +603,10 @@ class _ClipRegions:
         the masked rows only, which :meth:`window_targets` gathers once the mask is drawn (at the base
         layout they are 44% of a window's bytes, and about 15% of its rows are masked).
         """
-        parts, frame, region, ends, span = self._stream_index(clips)
+        slots, frame, region, ends, span = self._stream_index(clips)
         sources = self.sources if targets else self.sources[:2]
         if not self.sources[0].shape[0] or not self.sources[0].shape[1]:  # no region slot to read: all [SEP]
-            out = [np.zeros((len(parts), source.shape[2]), np.float32) for source in sources]
+            out = [np.zeros((len(slots), source.shape[2]), np.float32) for source in sources]
         else:
             if span is not None:  # the frames the real rows read ([SEP] rows point at frame 0)
                 for source in sources:
@@ -591,7 +615,6 @@ class _ClipRegions:
             for array in out:
                 array[ends] = 0.0
             self.check_finite(out)
-        slots = [slots for _, _, slots in parts]
         return slots, (out[0], out[1], out[2] if targets else None)
 
     def window_targets(self, clips: range, at: np.ndarray) -> np.ndarray:
