@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from actbert.data.batch_memory import BatchMemory, stack_padded
+from actbert.data.masked_rows import MaskedRows
 
 BIG = (4, 300, 256)  # 1.2 MB of float32: above the pooling threshold
 
@@ -75,3 +76,22 @@ def test_every_batch_dtype_round_trips_through_the_pool(dtype):
     out = stack_padded(rows, 301, 0, dtype, BatchMemory(min_bytes=0))
     assert out.dtype == dtype and out.shape == (2, 301, 1024)
     assert out[:, :300].to(torch.float32).eq(1).all() and out[:, 300].to(torch.float32).eq(0).all()
+
+
+def test_masked_rows_are_the_dense_array_they_stand_for():
+    rows = np.array([[0.25, 0.75], [1.0, 0.0]], np.float32)
+    sparse = MaskedRows(4, np.array([1, 3]), rows)
+    dense = np.array([[0, 0], [0.25, 0.75], [0, 0], [1.0, 0.0]], np.float32)
+    np.testing.assert_array_equal(np.asarray(sparse), dense)
+    np.testing.assert_array_equal(sparse[np.array([False, True, False, True])], rows)
+    assert sparse.shape == (4, 2) and sparse.dtype == np.float32 and len(sparse) == 4
+    # collated: the same batch as from the dense rows, into a pooled buffer that held other values before
+    memory = BatchMemory(min_bytes=0)
+    stale = memory.empty((2, 5, 2), torch.float32)
+    stale.fill_(9.0)
+    del stale
+    got = stack_padded([sparse, dense[:2]], 5, -1.0, torch.float32, memory)
+    want = stack_padded([dense, dense[:2]], 5, -1.0, torch.float32)
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="row indices must lie in"):
+        MaskedRows(3, np.array([3]), rows[:1])

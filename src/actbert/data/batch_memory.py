@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from actbert.data.masked_rows import MaskedRows
+
 # arrays smaller than this come from the heap, whose pages glibc keeps: nothing to gain by pooling
 POOL_MIN_BYTES = 1 << 20
 # idle buffers kept (a batch has ~4 arrays above POOL_MIN_BYTES; a trainer holds 1-3 batches at once)
@@ -80,14 +82,18 @@ class BatchMemory:
 
 def stack_padded(rows: Sequence[np.ndarray], length: int, value, dtype: torch.dtype,
                  memory: BatchMemory | None = None) -> torch.Tensor:
-    """Stack ``rows`` (each ``[L_i, ...]``) into a ``[B, length, ...]`` tensor of ``dtype`` filled with ``value``
-    past each row; the rows are cast as numpy assignment casts. ``memory`` says where the tensor lives."""
+    """Stack ``rows`` (each ``[L_i, ...]``: arrays, or :class:`MaskedRows`, written without their zeros) into a
+    ``[B, length, ...]`` tensor of ``dtype`` filled with ``value`` past each row; the rows are cast as numpy
+    assignment casts. ``memory`` says where the tensor lives."""
     first = rows[0]
     shape = (len(rows), length, *first.shape[1:])
     tensor = memory.empty(shape, dtype) if memory is not None else torch.empty(shape, dtype=dtype)
     out = tensor.numpy()
     # each element is written once: the rows, then only the padding after them
     for i, row in enumerate(rows):
-        out[i, : len(row)] = row
+        if isinstance(row, MaskedRows):
+            row.write_into(out[i, : len(row)])
+        else:
+            out[i, : len(row)] = row
         out[i, len(row):] = value
     return tensor

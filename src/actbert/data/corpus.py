@@ -43,6 +43,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from actbert.data.masked_rows import MaskedRows
 from actbert.data.prefetch import will_need
 from actbert.errors import ActBertError
 from actbert.utils.io import read_json
@@ -617,22 +618,24 @@ class _ClipRegions:
             self.check_finite(out)
         return slots, (out[0], out[1], out[2] if targets else None)
 
-    def window_targets(self, clips: range, at: np.ndarray) -> np.ndarray:
+    def window_targets(self, clips: range, at: np.ndarray) -> MaskedRows:
         """``[L, K]`` float32: the class distributions of :meth:`window`'s stream rows where ``at [L]`` (bool)
-        is True, zero elsewhere ([SEP] rows are zero whatever ``at`` says); checked for NaN/inf."""
+        is True, zero elsewhere ([SEP] rows are zero whatever ``at`` says), as :class:`MaskedRows` (only the
+        rows read are held); checked for NaN/inf."""
         _, frame, region, ends, _ = self._stream_index(clips)
         probs = self.sources[2]
         if len(at) != len(frame):
             raise ValueError(f"{self.where}: a mask of {len(at)} rows for a region stream of {len(frame)}")
-        out = np.zeros((len(frame), probs.shape[2]), np.float32)
         at = np.asarray(at, bool).copy()
         at[ends] = False
-        if at.any():
-            will_need(probs, int(frame[at].min()), int(frame[at].max()) + 1)
-            rows = probs[frame[at], region[at]].astype(np.float32, copy=False)
+        rows_at = np.flatnonzero(at)
+        if len(rows_at):
+            will_need(probs, int(frame[rows_at].min()), int(frame[rows_at].max()) + 1)
+            rows = probs[frame[rows_at], region[rows_at]].astype(np.float32, copy=False)
             self.check_finite([rows], names=("region_class_probs",))
-            out[at] = rows
-        return out
+        else:
+            rows = np.zeros((0, probs.shape[2]), np.float32)
+        return MaskedRows(len(frame), rows_at, rows)
 
     def clip(self, c: int) -> tuple[np.ndarray, ...]:
         """Clip ``c``'s padded arrays: features, locations, class distributions, valid flags, frame slots."""

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from actbert.data.corpus import Corpus, CorpusError, VideoClips, require_finite
+from actbert.data.masked_rows import MaskedRows
 from actbert.data.masking import MaskingConfig, mask_sample
 from actbert.data.prefetch import will_need
 
@@ -89,8 +90,9 @@ class Sample:
     region_segment_ids: np.ndarray  # int64 [Lr]
     region_position_ids: np.ndarray  # int64 [Lr]
     # float32 [Lr, K] detector class distributions; a pretraining sample's (draw_sample) are zero where
-    # region_target_mask is False (no loss reads them there); None until then with build(region_targets=False)
-    region_targets: np.ndarray | None
+    # region_target_mask is False (no loss reads them there), held as MaskedRows when read from a corpus
+    # (data/masked_rows.py); None until then with build(region_targets=False)
+    region_targets: np.ndarray | MaskedRows | None
     match_label: float = 1.0
     text_video_id: str = ""  # the video the text came from (differs for negatives)
     # filled by masking (all "no target" until then)
@@ -252,8 +254,8 @@ class SampleBuilder:
     def masked_region_targets(self, sample: Sample, clips: VideoClips, start: int, size: int) -> Sample:
         """Set ``sample.region_targets`` (``[Lr, K]``) to the class distributions at its masked regions
         (``region_target_mask``) and zero elsewhere: all the pretraining losses read (they average over the
-        masked rows only), for a sample built by ``build(clips, start, size, ..., region_targets=False)``.
-        Modified in place and returned."""
+        masked rows only), for a sample built by ``build(clips, start, size, ..., region_targets=False)``:
+        :class:`MaskedRows` for a corpus's clips. Modified in place and returned."""
         if sample.region_targets is None:  # a corpus's clips: read the masked rows from the store
             per_clip = clips.region_features.regions
             sample.region_targets = per_clip.window_targets(range(start, start + size), sample.region_target_mask)
