@@ -25,6 +25,7 @@ machine and on what else runs on it: compare rows of one run, quote ratios.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -89,6 +90,19 @@ def evict(folder: Path) -> None:
                 os.close(fd)
 
 
+def release(data) -> None:
+    """Let go of every record and shard the data path holds mapped (the corpus's cache of videos, a shard
+    stream's videos and shard maps): a page that a live memory map still maps is not dropped by
+    :func:`evict`, so a cold row must release them first."""
+    dataset = data.dataset
+    for holder, name in ((getattr(dataset, "corpus", None), "_cache"), (dataset, "_videos"),
+                         (getattr(dataset, "index", None), "_handles")):  # store videos; shard videos and maps
+        held = getattr(holder, name, None)
+        if held is not None:
+            held.clear()
+    gc.collect()  # records held only by reference cycles go now, not at the collector's next run
+
+
 def warm(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
@@ -121,9 +135,7 @@ def build(cfg, run_dir: Path):
         if isinstance(data.dataset, ShardStream):
             data.dataset.set_start(0)
             return data.dataset.loader(workers)
-        cache = getattr(getattr(data.dataset, "corpus", None), "_cache", None)
-        if cache is not None:
-            cache.clear()  # what check() left in the corpus's cache would hide the read
+        release(data)  # what check() or the last epoch left in the corpus's cache would hide the read
         sampler = ResumableDistributedSampler(data.dataset, 1, 0, shuffle=True, seed=t.seed, chunk_size=t.batch_size)
         sampler.set_epoch(epoch)
         return make_loader(data.dataset, t.batch_size, data.collator, sampler, workers, t.seed)
@@ -218,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         for cache in args.caches:
             for workers in args.workers:
                 if cache == "cold":
+                    release(data)
                     evict(folder)
                 else:
                     warm(folder)
                 epoch += 1  # another epoch: other windows and masks, the same cost
                 if args.epochs:
-                    again = (lambda: evict(folder)) if cache == "cold" else (lambda: None)
+                    again = (lambda: (release(data), evict(folder))) if cache == "cold" else (lambda: None)
                     rate, n, per_cpu = time_epochs(make, workers, epoch, args.epochs, again)
                     epoch += args.epochs
                 else:

@@ -433,7 +433,12 @@ class _ClipFrames:
         self.frame_times, self.clip_times = frame_times, clip_times
         self.args = (region_frames, frames_per_clip, max_frames)
         self._done: dict[int, np.ndarray] = {}
-        self.counts = _Counts(self)
+
+    @property
+    def counts(self) -> "_Counts":
+        # made when asked, not kept: kept, it and this object would refer to each other, and a cycle keeps a
+        # record's memory map alive until the garbage collector runs instead of until its video is let go
+        return _Counts(self)
 
     def __len__(self) -> int:
         return len(self.clip_times)
