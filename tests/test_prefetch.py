@@ -56,3 +56,36 @@ def test_a_real_hint_on_a_memory_map_changes_no_value(tmp_path):
     prefetch.will_need(m)
     np.testing.assert_array_equal(m[1000:3000], a[1000:3000])
     np.testing.assert_array_equal(np.asarray(m), a)
+
+
+def _vm_flags_of(address: int) -> list[str]:
+    """The kernel's VmFlags of the mapping that holds ``address`` (/proc/self/smaps)."""
+    current = None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and all(c in "0123456789abcdef-" for c in head):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                current = lo <= address < hi
+            elif head == "VmFlags:" and current:
+                return line.split()[1:]
+    raise AssertionError("mapping not found in /proc/self/smaps")
+
+
+@pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM") or not __import__("os").path.exists("/proc/self/smaps"),
+                    reason="needs MADV_RANDOM and /proc/self/smaps (Linux)")
+def test_store_and_shard_maps_are_marked_random_access(tmp_path):
+    from actbert.data.shards import ShardIndex, pack_store
+    from actbert.data.store import FeatureStore, FeatureStoreWriter
+    from test_store import make_features, make_schema
+
+    FeatureStoreWriter(tmp_path / "store", make_schema()).write("a", make_features(1, frames=50, region_dim=4))
+    record = FeatureStore(tmp_path / "store")["a"]
+    assert "rr" in _vm_flags_of(record.region_features.ctypes.data)  # rr: MADV_RANDOM on this map
+    pack_store(tmp_path / "store", tmp_path / "shards", 1)
+    packed = ShardIndex(tmp_path / "shards")["a"]
+    assert "rr" in _vm_flags_of(packed.region_features.ctypes.data)
+    plain = _mapped(tmp_path, np.zeros((1000, 300), np.float32))
+    assert "rr" not in _vm_flags_of(plain.ctypes.data)  # what the flag is without the advice
+    prefetch.random_access(plain)
+    assert "rr" in _vm_flags_of(plain.ctypes.data)

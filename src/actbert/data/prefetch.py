@@ -6,7 +6,9 @@ On a page-cache miss the kernel reads a whole read-around window centred on the 
 record -- its header, clip times, a window's region rows -- can read megabytes that nothing uses.
 :func:`will_need` issues ``madvise(MADV_WILLNEED)`` for exactly the rows about to be read: the kernel
 starts reading them at once, and the touches that follow find the pages in the cache instead of
-faulting in read-around windows (docs/scale.md, "Data-path speed", fix 6).
+faulting in read-around windows (docs/scale.md, "Data-path speed", fix 6). :func:`random_access`
+marks a whole map ``MADV_RANDOM`` when it is opened, so that a touch nothing hinted reads its page
+alone rather than a read-around window (fix 11).
 
 A hint only: values never change. It goes through the standard library's ``mmap.mmap.madvise`` of
 the mapping under the array; for an array that is not a view of a memory map, an empty or
@@ -54,3 +56,19 @@ def will_need(array: np.ndarray, start: int = 0, stop: int | None = None) -> Non
     begin = array.__array_interface__["data"][0] - origin + start * row  # offset in the mapping
     aligned = begin - begin % _PAGE
     _advise(mapping, aligned, min(begin + (stop - start) * row, len(mapping)) - aligned)
+
+
+
+def random_access(array: np.ndarray) -> None:
+    """Tell the kernel that the memory map under ``array`` (a record's or a shard's) is read at random
+    (``MADV_RANDOM``): a page fault then reads the page it needs instead of a read-around window of
+    ``read_ahead_kb`` (8 MB on the development VM) around it, most of which no sample reads. The rows a
+    sample reads are hinted with :func:`will_need`, which reads them ahead all the same (docs/scale.md,
+    "Data-path speed", fix 11). Nothing happens where there is no map or no ``madvise``."""
+    mapping = _mapping(array)
+    if mapping is None or len(mapping) == 0 or not hasattr(mmap, "MADV_RANDOM"):
+        return
+    try:
+        mapping.madvise(mmap.MADV_RANDOM)
+    except (OSError, ValueError):  # a hint the kernel refuses changes nothing that is read
+        pass

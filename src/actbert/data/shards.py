@@ -59,7 +59,7 @@ import numpy as np
 import torch
 
 from actbert.data.corpus import ClipTokens, Corpus, CorpusError, Narration, video_end_time
-from actbert.data.prefetch import will_need
+from actbert.data.prefetch import random_access, will_need
 from actbert.data.store import FeatureStore, StoreSchema, _read_safetensors_header, decode_record
 from actbert.errors import ActBertError
 from actbert.utils.io import _atomic_write, atomic_write_bytes, atomic_write_json, read_json
@@ -235,6 +235,8 @@ class ShardIndex:
         if mapped is None:
             self._check_size(s)
             mapped = self._handles[s] = np.memmap(self.shard_path(s), dtype=np.uint8, mode="r")
+            if len(mapped):
+                random_access(mapped)  # a sample reads a few rows of one member: no read-around
         return mapped
 
     def read_bytes(self, position: int) -> tuple[np.ndarray, str]:

@@ -39,6 +39,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from actbert.data.prefetch import random_access
 from actbert.errors import ActBertError
 from actbert.utils.io import atomic_write_bytes, locked, read_json
 
@@ -546,6 +547,7 @@ class FeatureStore:
         whole = None
         if file_size > data_offset:
             whole = np.frombuffer(mmap.mmap(fd, file_size, access=mmap.ACCESS_READ), dtype=np.uint8)
+            random_access(whole)  # a sample reads a few scattered rows: no read-around on a fault
         return _record_from_header(self.schema, video_id, str(path), header, data_offset, whole, file_size)
 
 
