@@ -392,7 +392,7 @@ class FeatureStoreWriter:
         path = self.path_for(video_id)
         if not path.exists():
             raise KeyError(f"{video_id!r}: not in feature store {self.root}")
-        old = FeatureStore(self.root)._read(video_id, path)
+        old = FeatureStore(self.root)[video_id]
         features = dataclasses.replace(old, second_times=second_times, second_features=second_features)
         return self.write(video_id, features)
 
