@@ -26,7 +26,8 @@ _HAVE_MADVISE = hasattr(mmap.mmap, "madvise") and hasattr(mmap, "MADV_WILLNEED")
 
 
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
-    """The ``mmap.mmap`` under ``array`` (a ``numpy.memmap``, an array made by ``np.frombuffer`` of a map, or a view or slice of either), else None."""
+    """The ``mmap.mmap`` under ``array`` (a ``numpy.memmap``, an ``np.frombuffer`` of a map, or a view or slice
+    of either), else None."""
     base = array
     while base is not None and not isinstance(base, mmap.mmap):
         base = getattr(base, "base", None) if isinstance(base, np.ndarray) else getattr(base, "obj", None)
@@ -56,7 +57,6 @@ def will_need(array: np.ndarray, start: int = 0, stop: int | None = None) -> Non
     begin = array.__array_interface__["data"][0] - origin + start * row  # offset in the mapping
     aligned = begin - begin % _PAGE
     _advise(mapping, aligned, min(begin + (stop - start) * row, len(mapping)) - aligned)
-
 
 
 def random_access(array: np.ndarray) -> None:

@@ -15,9 +15,10 @@ without coordination: a record is written to a temporary file in ``videos/`` and
 (``os.replace``), so a crashed writer never leaves a readable half-record, and a reader never sees
 one. ``schema.json`` is created once, atomically and only if absent; a later writer must bring the
 identical schema or is refused (the one exception: :func:`enable_second_features` adds the
-per-second flag to an existing schema, under a lock, before the records are filled). Records are safetensors files (no pickle); the reader parses the
-safetensors header itself and views each array in a read-only ``mmap`` of the file, so opening a video costs a
-header read and the bytes are paged in only when touched (random access by video id).
+per-second flag to an existing schema, under a lock, before the records are filled). Records are
+safetensors files (no pickle); the reader parses the safetensors header itself and views each array
+in a read-only ``mmap`` of the file, so opening a video costs a header read and the bytes are paged
+in only when touched (random access by video id).
 
 Versions. ``version`` names the layout generation: 1 = per-clip and region arrays only; 2 = the
 schema carries ``second_features`` and records may hold the per-second arrays. This code reads
