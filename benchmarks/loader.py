@@ -191,6 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", nargs="+", default=["store", "shards"], choices=["store", "shards"])
     parser.add_argument("--caches", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help="data-path config overrides")
+    parser.add_argument("--corpus-cache", type=int, default=0, metavar="N",
+                        help="videos the per-video corpus keeps (default: its own, 256). A number well below --videos "
+                             "stands for a corpus far larger than the cache, as HowTo100M's 1.2M videos are: a drawn "
+                             "negative's video is then hardly ever cached")
     parser.add_argument("--no-step", action="store_true", help="skip the trainer's step timing")
     parser.add_argument("--step-threads", type=int, default=1)
     parser.add_argument("--step-device", default="cpu", help="where the trainer's step is timed: cpu | cuda | auto")
@@ -225,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         evict(folder)
         cfg = config(store, shards if source == "shards" else None, narrations, extra)
         data, make, built_s = build(cfg, root / "run")
+        corpus = getattr(data.dataset, "corpus", None)
+        if args.corpus_cache and source == "store" and corpus is not None:
+            corpus._cache_size = args.corpus_cache
         print(f"{source}: data path built in {built_s:.1f} s", file=sys.stderr)
         epoch = 0
         for cache in args.caches:

@@ -36,7 +36,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -536,6 +536,32 @@ class FeatureStore:
             raise KeyError(f"{video_id!r}: not in feature store {self.root}") from None
         try:
             return self._read(video_id, path, fd)
+        finally:
+            os.close(fd)
+
+    def read_small(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Some of a record's fields read into memory (``os.pread``) without mapping the record: what a
+        negative's text needs (``clip_times`` and ``frame_times``, a few KB) at the cost of its header.
+        The whole header is checked as :meth:`__getitem__` checks it; a missing record raises ``KeyError``."""
+        path = self.path_for(video_id)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise KeyError(f"{video_id!r}: not in feature store {self.root}") from None
+        try:
+            file_size = os.fstat(fd).st_size
+            data_offset, header = _header_of_open_file(fd, file_size, path)
+            entries = {name: header.get(name) for name in names}
+            # every check of a read, nothing mapped (the arrays it makes are zeros the kernel never fills)
+            _record_from_header(self.schema, video_id, str(path), header, data_offset, None, file_size)
+            out = {}
+            for name, entry in entries.items():
+                if entry is None:
+                    raise FeatureValidationError(f"{path}: record lacks field {name!r}")
+                begin, end = (int(o) for o in entry["data_offsets"])
+                dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+                out[name] = np.frombuffer(os.pread(fd, end - begin, data_offset + begin), dtype).reshape(entry["shape"])
+            return out
         finally:
             os.close(fd)
 
