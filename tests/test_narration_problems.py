@@ -157,32 +157,3 @@ def test_extract_skips_or_clamps_segments_past_the_end_and_keeps_the_good_ones(t
     on_disk = json.loads((tmp_path / "store" / "failures.json").read_text())
     assert sorted(f["index"] for f in on_disk if f["stage"] == "narrations") == [2, 3, 4]
     assert all(f["file"] == str(tmp_path / "narrations.json") for f in on_disk)
-
-
-def test_a_negatives_text_drops_the_same_clips_without_mapping_the_record(tmp_path, tokenizer):
-    feats = make_features(clips=3, frames=5)  # as above: clip 2 starts after the video's end
-    feats.clip_times = np.array([[0.0, 2.0], [2.0, 4.5], [6.0, 8.0]])
-    FeatureStoreWriter(tmp_path / "store", make_schema()).write("v", feats)
-    narrations = {"v": Narration(np.array([0.0, 2.0, 6.0]), np.array([2.0, 4.5, 8.0]), ["cut", "pour", "stir"])}
-    store = FeatureStore(tmp_path / "store")
-    small = store.read_small("v", ("clip_times", "frame_times"))
-    np.testing.assert_array_equal(small["clip_times"], feats.clip_times)
-    np.testing.assert_array_equal(small["frame_times"], feats.frame_times)
-    from actbert.data.prefetch import _mapping
-
-    assert all(_mapping(a) is None for a in small.values())  # read into memory, not views of a map
-    assert _mapping(store["v"].clip_times) is not None  # what a read of the whole record gives
-    corpus = Corpus(store, narrations, tokenizer, region_frames="nearest")
-    text = corpus.text("v")
-    assert type(text).__name__ == "VideoText" and not corpus._cache  # nothing mapped, nothing cached as clips
-    assert text.num_clips == 2 and text.tokens == [tokenizer.encode("cut"), tokenizer.encode("pour")]
-    assert corpus.text("v") is text
-    clips = corpus["v"]
-    assert corpus.text("v") is clips  # once the clips are loaded they serve
-    with pytest.raises(KeyError, match="not in feature store"):
-        store.read_small("w", ("clip_times",))
-    with pytest.raises(Exception, match="video 'w' is not in the feature store"):
-        Corpus(store, {**narrations, "w": narrations["v"]}, tokenizer, video_ids=["v"], region_frames="nearest").text("w")
-    (tmp_path / "store" / "videos" / "v.safetensors").rename(tmp_path / "store" / "videos" / "x.safetensors")
-    with pytest.raises(Exception, match="record belongs to video 'v'"):  # the header is checked as a read checks it
-        store.read_small("x", ("clip_times",))

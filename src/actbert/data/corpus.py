@@ -95,18 +95,6 @@ class VideoClips:
         return int(self.clip_times.shape[0])
 
 
-@dataclass
-class VideoText:
-    """A video's text alone (what a negative needs): ``video_id``, per-clip ``tokens``, ``num_clips``."""
-
-    video_id: str
-    tokens: "ClipTokens"  # C lists of word pieces, tokenised when a negative's window asks for them
-
-    @property
-    def num_clips(self) -> int:
-        return len(self.tokens)
-
-
 class Narrations(dict):
     """``{video_id: Narration}`` read from a narrations file, with what was skipped on the way.
 
@@ -218,14 +206,6 @@ def video_end_time(frame_times: np.ndarray) -> float:
     return float(frame_times[-1]) + period
 
 
-def clips_inside(clip_times: np.ndarray, frame_times: np.ndarray) -> np.ndarray:
-    """``[C]`` bool: the clips that start before the video's end (:func:`video_end_time`); all of them
-    when there are no frame times. The corpus drops the others."""
-    if not len(frame_times):
-        return np.ones(len(clip_times), bool)
-    return clip_times[:, 0] < video_end_time(frame_times)
-
-
 def nearest_frames(frame_times: np.ndarray, centre: float, count: int) -> np.ndarray:
     """Indices of the ``count`` frames nearest to ``centre`` (ties: earlier frame), in time order."""
     distance = np.abs(frame_times - centre)
@@ -303,7 +283,6 @@ class Corpus:
             raise CorpusError(f"max_regions_per_frame must be >= 1, got {max_regions_per_frame}")
         self.video_ids = list(store.video_ids() if video_ids is None else video_ids)
         self._cache: OrderedDict[str, VideoClips] = OrderedDict()
-        self._texts: OrderedDict[str, VideoText] = OrderedDict()  # negatives' text of videos not in _cache
         self._cache_size = cache_size
 
     @property
@@ -341,34 +320,6 @@ class Corpus:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return clips
-
-    def text(self, video_id: str) -> VideoClips | VideoText:
-        """A video's text (``video_id``, ``num_clips``, per-clip ``tokens``: what a negative needs) without
-        mapping its record where the store can read a few fields alone (:meth:`FeatureStore.read_small`):
-        its clip and frame times. The video's :class:`VideoClips` when they are cached. At HowTo100M scale a
-        negative's video is almost never in the cache, and opening its record cost as much as the sample's
-        own (docs/scale.md, "Data-path speed", fix 12)."""
-        cached = self._cache.get(video_id)
-        read_small = getattr(self.store, "read_small", None)
-        if cached is not None or read_small is None:
-            return cached if cached is not None else self[video_id]
-        text = self._texts.get(video_id)
-        if text is None:
-            if video_id not in self.narrations:
-                raise CorpusError(f"{self.narrations_name}: video {video_id!r} has no narration")
-            try:
-                small = read_small(video_id, ("clip_times", "frame_times"))
-            except KeyError:
-                raise CorpusError(f"{self.store_name}: video {video_id!r} is not in the feature store") from None
-            clip_times = np.asarray(small["clip_times"], np.float64)
-            clip_times = clip_times[clips_inside(clip_times, np.asarray(small["frame_times"], np.float64))]
-            text = self._texts[video_id] = VideoText(video_id, ClipTokens(clip_times, self.narrations[video_id],
-                                                                          self.tokenizer))
-            if len(self._texts) > self._cache_size:
-                self._texts.popitem(last=False)
-        else:
-            self._texts.move_to_end(video_id)
-        return text
 
     def check(self) -> tuple[list[str], list[dict[str, Any]]]:
         """Load every video once: (usable ids, failures).
@@ -427,7 +378,7 @@ class Corpus:
         frame_times = np.asarray(feats.frame_times, dtype=np.float64)
         if len(frame_times):
             video_end = video_end_time(frame_times)
-            inside = clips_inside(clip_times, frame_times)
+            inside = clip_times[:, 0] < video_end
             self._clip_problems[video_id] = [
                 {"video_id": video_id, "file": self.store_name, "stage": "narrations", "index": int(c),
                  "error": f"{where}: clip {int(c)} starts at {clip_times[c, 0]:g} s, after the video's end (its frames stop "

@@ -311,7 +311,7 @@ class PretrainDataset(torch.utils.data.Dataset):
         position = index % len(self.video_ids)
         clips = self.corpus[self.video_ids[position]]
         return draw_sample(self.builder, self.masking, rng, clips, position, len(self.video_ids),
-                           lambda other: self.corpus.text(self.video_ids[other]))
+                           lambda other: self.corpus[self.video_ids[other]])
 
 
 def draw_sample(builder: SampleBuilder, masking: MaskingConfig, rng: np.random.Generator, clips: VideoClips,

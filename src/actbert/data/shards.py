@@ -51,13 +51,14 @@ import os
 import tarfile
 import zlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from actbert.data.corpus import ClipTokens, Corpus, CorpusError, Narration, VideoText, clips_inside
+from actbert.data.corpus import ClipTokens, Corpus, CorpusError, Narration, video_end_time
 from actbert.data.prefetch import random_access, will_need
 from actbert.data.store import FeatureStore, StoreSchema, _read_safetensors_header, decode_record
 from actbert.errors import ActBertError
@@ -121,7 +122,8 @@ def pack_store(store: FeatureStore | str | os.PathLike, out: str | os.PathLike, 
                     crcs.append(zlib.crc32(data))
                     shard_of.append(s)
                     times = np.asarray(feats.clip_times, np.float64).reshape(-1, 2)
-                    times = times[clips_inside(times, np.asarray(feats.frame_times))]  # the clips the corpus keeps
+                    if len(feats.frame_times):  # the clips the corpus keeps (corpus.py drops those past the end)
+                        times = times[times[:, 0] < video_end_time(np.asarray(feats.frame_times))]
                     clip_times.append(times)
                     clip_ranges.append(clip_ranges[-1] + len(times))
                     if progress is not None:
@@ -291,6 +293,18 @@ def _map_table(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@dataclass
+class _TextClips:
+    """A video's text alone (what a negative needs): ``video_id``, per-clip ``tokens``, ``num_clips``."""
+
+    video_id: str
+    tokens: ClipTokens  # C lists of word pieces, tokenised when a negative's window asks for them
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.tokens)
+
+
 class ShardStream(torch.utils.data.IterableDataset):
     """This rank's stream of collated pretraining batches from packed shards (module docstring).
 
@@ -328,7 +342,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         fewest = int(np.sort(per_shard)[: len(index.shards) // self.world_size].sum())
         self.samples_per_rank = fewest // self.batch_size * self.batch_size
         self.epoch, self.start = 0, 0
-        self._texts: OrderedDict[int, VideoText] = OrderedDict()
+        self._texts: OrderedDict[int, _TextClips] = OrderedDict()
         self._videos: OrderedDict[int, Any] = OrderedDict()
         self._cache_videos = int(cache_videos)
 
@@ -380,14 +394,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         return out
 
     # ---- samples
-    def text_of(self, g: int) -> VideoText:
+    def text_of(self, g: int) -> _TextClips:
         """Video ``g``'s text (tokens per kept clip), from the index's clip times and the narrations."""
         cached = self._texts.get(g)
         if cached is None:
             p = self.positions[g]
             video_id = self.index.ids[p]
             narration: Narration = self.corpus.narrations[video_id]
-            cached = VideoText(video_id, ClipTokens(self.index.clip_times(p), narration, self.corpus.tokenizer))
+            cached = _TextClips(video_id, ClipTokens(self.index.clip_times(p), narration, self.corpus.tokenizer))
             self._texts[g] = cached
             if len(self._texts) > 256:
                 self._texts.popitem(last=False)

@@ -36,7 +36,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -539,35 +539,6 @@ class FeatureStore:
         finally:
             os.close(fd)
 
-    def read_small(self, video_id: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Some of a record's fields read into memory (``os.pread``) without mapping the record: what a
-        negative's text needs (``clip_times`` and ``frame_times``, a few KB) at the cost of its header.
-        The record's metadata and these fields are checked as :meth:`__getitem__` checks them; a missing
-        record raises ``KeyError``."""
-        path = self.path_for(video_id)
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            raise KeyError(f"{video_id!r}: not in feature store {self.root}") from None
-        try:
-            file_size = os.fstat(fd).st_size
-            data_offset, header = _header_of_open_file(fd, file_size, path)
-            _check_record_metadata(str(path), header, video_id)
-            out = {}
-            for name in names:
-                if name not in header:
-                    raise FeatureValidationError(f"{path}: record lacks field {name!r}")
-                stored, shape, begin, end = _field_location(self.schema, str(path), name, header[name], data_offset,
-                                                            file_size)
-                template = (_FIELDS.get(name) or _SECOND_FIELDS[name])[1]
-                expected = _expected_shape(template, self.schema, {template[0]: shape[0]} if shape else {})
-                if shape != expected:
-                    raise StoreSchemaError(f"{path}, field {name!r}: shape {shape} does not match the schema's {expected}")
-                out[name] = np.frombuffer(os.pread(fd, end - begin, data_offset + begin), stored).reshape(shape)
-            return out
-        finally:
-            os.close(fd)
-
     def _read(self, video_id: str, path: Path, fd: int) -> VideoFeatures:
         # one open for the header and the map (mmap keeps its own duplicate of the descriptor): np.memmap
         # would open and stat the file again, and cost twice as much as mmap.mmap + np.frombuffer
@@ -599,8 +570,9 @@ def decode_record(schema: StoreSchema, video_id: str, data: bytes | np.ndarray, 
     return _record_from_header(schema, video_id, source, header, 8 + length, whole, len(data))
 
 
-def _check_record_metadata(path: str, header: dict[str, Any], video_id: str) -> None:
-    """The record's ``__metadata__`` (taken out of ``header``): this store's format, a readable version, this video."""
+def _record_from_header(schema: StoreSchema, video_id: str, path: str, header: dict[str, Any], data_offset: int,
+                        whole: np.ndarray | None, file_size: int) -> VideoFeatures:
+    """Check a record's metadata, fields, dtypes and offsets against ``schema`` and view its arrays in ``whole``."""
     meta = header.pop("__metadata__", None) or {}
     if meta.get("format") != STORE_FORMAT:
         raise StoreSchemaError(f"{path}: not a feature-store record (metadata 'format' is {meta.get('format')!r})")
@@ -610,28 +582,6 @@ def _check_record_metadata(path: str, header: dict[str, Any], video_id: str) -> 
         )
     if meta.get("video_id") != video_id:
         raise FeatureValidationError(f"{path}: record belongs to video {meta.get('video_id')!r}, not {video_id!r}")
-
-
-def _field_location(schema: StoreSchema, path: str, name: str, entry: dict[str, Any], data_offset: int,
-                    file_size: int) -> tuple[type, tuple[int, ...], int, int]:
-    """(dtype, shape, begin, end) of field ``name`` (header ``entry``): its dtype the schema's, its bytes
-    inside the file and as many as its shape needs."""
-    dtype, _ = _FIELDS.get(name) or _SECOND_FIELDS[name]
-    stored = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
-    want = dtype or schema.feature_dtype
-    if stored is None or np.dtype(stored) != want:
-        raise StoreSchemaError(f"{path}, field {name!r}: stored dtype {entry.get('dtype')!r}, schema says {np.dtype(want).name}")
-    shape = tuple(int(s) for s in entry["shape"])
-    begin, end = (int(o) for o in entry["data_offsets"])
-    if end - begin != math.prod(shape) * np.dtype(stored).itemsize or data_offset + end > file_size:
-        raise FeatureValidationError(f"{path}, field {name!r}: data offsets do not match its shape {shape}")
-    return stored, shape, begin, end
-
-
-def _record_from_header(schema: StoreSchema, video_id: str, path: str, header: dict[str, Any], data_offset: int,
-                        whole: np.ndarray | None, file_size: int) -> VideoFeatures:
-    """Check a record's metadata, fields, dtypes and offsets against ``schema`` and view its arrays in ``whole``."""
-    _check_record_metadata(path, header, video_id)
     missing = sorted(set(_FIELDS) - set(header))
     if missing:
         raise FeatureValidationError(f"{path}: record lacks field(s) {missing}")
@@ -644,8 +594,16 @@ def _record_from_header(schema: StoreSchema, video_id: str, path: str, header: d
         raise FeatureValidationError(f"{path}: record has field {seconds[0]!r} but lacks field {other!r}")
     arrays: dict[str, np.ndarray] = {}
     sizes: dict[str, int] = {}
-    for name, (_, template) in fields.items():
-        stored, shape, begin, end = _field_location(schema, path, name, header[name], data_offset, file_size)
+    for name, (dtype, template) in fields.items():
+        entry = header[name]
+        stored = _SAFETENSORS_DTYPES.get(entry.get("dtype"))
+        want = dtype or schema.feature_dtype
+        if stored is None or np.dtype(stored) != want:
+            raise StoreSchemaError(f"{path}, field {name!r}: stored dtype {entry.get('dtype')!r}, schema says {np.dtype(want).name}")
+        shape = tuple(int(s) for s in entry["shape"])
+        begin, end = (int(o) for o in entry["data_offsets"])
+        if end - begin != math.prod(shape) * np.dtype(stored).itemsize or data_offset + end > file_size:
+            raise FeatureValidationError(f"{path}, field {name!r}: data offsets do not match its shape {shape}")
         if begin == end or whole is None:
             arrays[name] = np.zeros(shape, dtype=stored)
         else:
