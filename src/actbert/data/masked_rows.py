@@ -2,8 +2,8 @@
 
 A pretraining sample's ``region_targets`` ``[Lr, K]`` (K = 1,601 detector classes at the base layout) is
 read by the losses at the masked regions only (about 15% of the rows), and is zero elsewhere. Built
-dense, each sample wrote ~1 MB of zeros that the collator then copied into the batch: 9% of a warm
-sample's time (docs/scale.md, "Data-path speed", fix 10). :class:`MaskedRows` keeps the masked rows
+dense, each sample wrote ~1 MB of zeros that the collator then copied into the batch (the zeros
+alone were 5% of a warm sample's time under the profiler; docs/scale.md, "Data-path speed", fix 10). :class:`MaskedRows` keeps the masked rows
 and where they go; the collator (:func:`actbert.data.batch_memory.stack_padded`) writes them straight
 into the zeroed batch row. Anything else sees the dense array (``np.asarray``, indexing).
 """
