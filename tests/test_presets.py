@@ -30,3 +30,13 @@ def test_presets_are_packaged_once():
 
 def test_preset_path_resolves_to_the_packaged_file():
     assert _preset_path()("small").resolve() == (PACKAGED / "small.yaml").resolve()
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    from actbert.models.registry import preset_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # e.g. a run or data folder called "tiny" where the command runs
+    assert preset_path("tiny").name == "tiny.yaml" and preset_path("tiny").is_file()
+    (tmp_path / "mine").write_text("model: {}\n")
+    assert preset_path("mine") == tmp_path.joinpath("mine").relative_to(tmp_path)  # a file is taken as it is

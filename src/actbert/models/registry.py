@@ -59,9 +59,10 @@ def resolve_architecture(name: str, source: str = "config") -> type:
 
 
 def preset_path(preset_or_path: str | os.PathLike) -> Path:
-    """``"tiny"`` -> the packaged ``configs/tiny.yaml``; an existing path is returned as is."""
+    """``"tiny"`` -> the packaged ``configs/tiny.yaml``; an existing file is returned as is (a folder that
+    happens to be named like a preset, such as ``./base``, is not a config file and does not hide it)."""
     path = Path(preset_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         return path
     packaged = PRESET_DIR / f"{preset_or_path}.yaml"
     if not packaged.exists():  # family presets are named videobert-small on the command line, videobert_small.yaml on disk
