@@ -4,6 +4,7 @@ memory map under the array, and changes no value."""
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def _vm_flags_of(address: int) -> list[str]:
     raise AssertionError("mapping not found in /proc/self/smaps")
 
 
-@pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM") or not __import__("os").path.exists("/proc/self/smaps"),
+@pytest.mark.skipif(not hasattr(mmap, "MADV_RANDOM") or not os.path.exists("/proc/self/smaps"),
                     reason="needs MADV_RANDOM and /proc/self/smaps (Linux)")
 def test_store_and_shard_maps_are_marked_random_access(tmp_path):
     from actbert.data.shards import ShardIndex, pack_store

@@ -52,7 +52,7 @@ class BatchMemory:
 
     def empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
         shape = tuple(int(s) for s in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty(0, dtype=dtype).element_size()
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if _in_worker():
             storage = torch.UntypedStorage._new_shared(nbytes)
             return torch.empty(0, dtype=dtype).set_(storage, 0, shape)

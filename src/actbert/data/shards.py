@@ -235,8 +235,7 @@ class ShardIndex:
         if mapped is None:
             self._check_size(s)
             mapped = self._handles[s] = np.memmap(self.shard_path(s), dtype=np.uint8, mode="r")
-            if len(mapped):
-                random_access(mapped)  # a sample reads a few rows of one member: no read-around
+            random_access(mapped)  # a sample reads a few rows of one member: no read-around
         return mapped
 
     def read_bytes(self, position: int) -> tuple[np.ndarray, str]:
